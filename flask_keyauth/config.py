@@ -1,0 +1,224 @@
+"""Every ``KEYAUTH_*`` setting, named once here with its default.
+
+``init_app`` sets these defaults on ``app.config`` and reads them once into a
+:class:`Settings`; a bad value fails at start-up with a message naming the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import keys
+
+#: The first part of every key: ``sk`` gives ``sk_live_…`` and ``sk_test_…``.
+KEY_PREFIX = "sk"
+#: Scope name -> scopes it implies. Hosts add their own, e.g. ``"webhook": []``.
+SCOPES: dict[str, list[str]] = {"read": [], "write": ["read"], "admin": ["write"]}
+#: Environments whose keys this deployment accepts; drop ``"live"`` on
+#: developer machines.
+ENVIRONMENTS_ACCEPTED = {"live", "test"}
+#: Plan name -> limits in Flask-Limiter's notation (``;``-separated). ``None``
+#: means the limits are set per owner with ``set_plan(..., limits=...)``.
+PLANS: dict[str, str | None] = {
+    "free": "100/hour;10000/day",
+    "starter": "300/hour;100000/day",
+    "professional": "1200/hour;500000/day",
+    "enterprise": None,
+}
+#: The plan of an owner that was never given one.
+DEFAULT_PLAN = "free"
+#: Failed authentications allowed per remote address.
+FAILED_AUTH_LIMIT = "30/minute"
+#: Rate-limit header style, or a list of styles: ``x-ratelimit``,
+#: ``ratelimit``, ``ietf``.
+RATELIMIT_HEADERS: str | list[str] = "x-ratelimit"
+#: Serve requests (and log a warning) when the limiter storage is down,
+#: instead of answering 503.
+RATELIMIT_FAIL_OPEN = False
+#: Refuse key-authenticated requests that did not come over HTTPS (403).
+REQUIRE_HTTPS = False
+#: The request headers a key is read from, in order.
+HEADER_NAMES = ["Authorization", "X-API-Key"]
+#: argon2id iterations (OWASP minimum: 2).
+ARGON2_TIME_COST = 2
+#: argon2id memory in KiB (OWASP minimum: 19456, i.e. 19 MiB).
+ARGON2_MEMORY_COST = 19456
+#: argon2id lanes.
+ARGON2_PARALLELISM = 1
+#: Seconds between two writes of a key's last use and request counts.
+LAST_USED_INTERVAL = 60
+#: Endpoint that the key pages redirect anonymous visitors to; ``None``
+#: answers 401 instead.
+LOGIN_VIEW: str | None = None
+#: Template the key pages extend.
+BASE_TEMPLATE = "keyauth/base.html"
+#: Keys older than this many days get a "rotate" hint.
+ROTATION_REMINDER_DAYS = 90
+
+DEFAULTS: dict[str, Any] = {
+    f"KEYAUTH_{name}": value
+    for name, value in list(globals().items())
+    if name.isupper() and name != "DEFAULTS"
+}
+
+HEADER_STYLES = ("x-ratelimit", "ratelimit", "ietf")
+SCOPE_NAME_MAX = 64
+
+
+class ConfigError(RuntimeError):
+    """A ``KEYAUTH_*`` setting has a value that cannot work."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The ``KEYAUTH_*`` settings of one app, read once at ``init_app``."""
+
+    key_prefix: str
+    scopes: Mapping[str, frozenset[str]]  # scope -> every scope it grants
+    environments_accepted: frozenset[str]
+    plans: Mapping[str, tuple[str, ...] | None]
+    default_plan: str
+    failed_auth_limit: str
+    ratelimit_headers: tuple[str, ...]
+    ratelimit_fail_open: bool
+    require_https: bool
+    header_names: tuple[str, ...]
+    argon2_time_cost: int
+    argon2_memory_cost: int
+    argon2_parallelism: int
+    last_used_interval: float
+    login_view: str | None
+    base_template: str
+    rotation_reminder_days: int
+
+    def expand(self, scopes: frozenset[str] | tuple[str, ...]) -> frozenset[str]:
+        """Every scope the given scopes grant, implied ones included."""
+        granted: set[str] = set()
+        for scope in scopes:
+            granted |= self.scopes.get(scope, frozenset({scope}))
+        return frozenset(granted)
+
+
+def _closure(implies: Mapping[str, list[str]]) -> dict[str, frozenset[str]]:
+    expanded: dict[str, frozenset[str]] = {}
+
+    def visit(scope: str, path: tuple[str, ...]) -> frozenset[str]:
+        if scope in expanded:
+            return expanded[scope]
+        if scope in path:
+            return frozenset()  # a cycle grants what the rest of it grants
+        result = {scope}
+        for implied in implies[scope]:
+            result |= visit(implied, (*path, scope))
+        expanded[scope] = frozenset(result)
+        return expanded[scope]
+
+    for scope in implies:
+        visit(scope, ())
+    return expanded
+
+
+def split_limits(text: str) -> tuple[str, ...]:
+    """``"100/hour;10000/day"`` -> ``("100/hour", "10000/day")``."""
+    return tuple(part.strip() for part in text.split(";") if part.strip())
+
+
+def _fail(name: str, message: str) -> ConfigError:
+    return ConfigError(f"KEYAUTH_{name} {message}")
+
+
+def _int(config: Mapping[str, Any], name: str, minimum: int) -> int:
+    value = config[f"KEYAUTH_{name}"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(name, f"must be a whole number of at least {minimum}, not {value!r}")
+    return value
+
+
+def load(config: Mapping[str, Any]) -> Settings:
+    """Read and check the ``KEYAUTH_*`` settings of an app's config."""
+    from limits import parse_many
+
+    prefix = config["KEYAUTH_KEY_PREFIX"]
+    try:
+        keys.check_prefix(prefix)
+    except (ValueError, TypeError) as error:
+        raise _fail("KEY_PREFIX", f"is invalid: {error}") from None
+
+    implies = config["KEYAUTH_SCOPES"]
+    if not isinstance(implies, Mapping) or not implies:
+        raise _fail("SCOPES", "must be a non-empty mapping of scope -> implied scopes")
+    for scope, implied in implies.items():
+        if (
+            not isinstance(scope, str)
+            or not scope
+            or len(scope) > SCOPE_NAME_MAX
+            or not all(c.isalnum() or c in "_:.-" for c in scope)
+        ):
+            raise _fail("SCOPES", f"has an invalid scope name {scope!r}")
+        if isinstance(implied, str) or not all(i in implies for i in implied):
+            raise _fail("SCOPES", f"scope {scope!r} must imply a list of known scopes")
+    scopes = _closure({s: list(i) for s, i in implies.items()})
+
+    environments = frozenset(config["KEYAUTH_ENVIRONMENTS_ACCEPTED"])
+    if not environments or not environments <= set(keys.ENVIRONMENTS):
+        raise _fail("ENVIRONMENTS_ACCEPTED", "must be a non-empty subset of {'live', 'test'}")
+
+    plans: dict[str, tuple[str, ...] | None] = {}
+    raw_plans = config["KEYAUTH_PLANS"]
+    if not isinstance(raw_plans, Mapping) or not raw_plans:
+        raise _fail("PLANS", "must be a non-empty mapping of plan -> limits")
+    for plan, text in raw_plans.items():
+        if text is None:
+            plans[plan] = None
+            continue
+        try:
+            parse_many(text)
+        except (ValueError, TypeError):
+            raise _fail("PLANS", f"plan {plan!r} has limits {text!r} that cannot be parsed")
+        plans[plan] = split_limits(text)
+    default_plan = config["KEYAUTH_DEFAULT_PLAN"]
+    if default_plan not in plans or plans[default_plan] is None:
+        raise _fail("DEFAULT_PLAN", f"{default_plan!r} must name a plan with fixed limits")
+
+    failed = config["KEYAUTH_FAILED_AUTH_LIMIT"]
+    try:
+        parse_many(failed)
+    except (ValueError, TypeError):
+        raise _fail("FAILED_AUTH_LIMIT", f"{failed!r} cannot be parsed as a limit") from None
+
+    styles = config["KEYAUTH_RATELIMIT_HEADERS"]
+    styles = (styles,) if isinstance(styles, str) else tuple(styles or ())
+    for style in styles:
+        if style not in HEADER_STYLES:
+            raise _fail("RATELIMIT_HEADERS", f"has unknown style {style!r}")
+
+    header_names = config["KEYAUTH_HEADER_NAMES"]
+    header_names = (header_names,) if isinstance(header_names, str) else tuple(header_names)
+    if not header_names:
+        raise _fail("HEADER_NAMES", "must name at least one header")
+
+    interval = config["KEYAUTH_LAST_USED_INTERVAL"]
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:
+        raise _fail("LAST_USED_INTERVAL", f"must be a number of seconds >= 0, not {interval!r}")
+
+    return Settings(
+        key_prefix=prefix,
+        scopes=scopes,
+        environments_accepted=environments,
+        plans=plans,
+        default_plan=default_plan,
+        failed_auth_limit=failed,
+        ratelimit_headers=styles,
+        ratelimit_fail_open=bool(config["KEYAUTH_RATELIMIT_FAIL_OPEN"]),
+        require_https=bool(config["KEYAUTH_REQUIRE_HTTPS"]),
+        header_names=header_names,
+        argon2_time_cost=_int(config, "ARGON2_TIME_COST", 1),
+        argon2_memory_cost=_int(config, "ARGON2_MEMORY_COST", 8),
+        argon2_parallelism=_int(config, "ARGON2_PARALLELISM", 1),
+        last_used_interval=float(interval),
+        login_view=config["KEYAUTH_LOGIN_VIEW"],
+        base_template=config["KEYAUTH_BASE_TEMPLATE"],
+        rotation_reminder_days=_int(config, "ROTATION_REMINDER_DAYS", 1),
+    )

@@ -1,0 +1,178 @@
+"""``require_key`` and ``current_key``.
+
+One lazy loader, :func:`load_key`, authenticates the request at most once
+and keeps the outcome in ``g._keyauth_auth``; the decorator, the JSON API and
+``current_key`` all read it from there.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from flask import current_app, g, make_response, request
+from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import Headers
+from werkzeug.local import LocalProxy
+
+from . import keys, signals
+from .errors import (
+    AuthenticationError,
+    HttpsRequired,
+    InsufficientScope,
+    InvalidApiKey,
+    KeyAuthError,
+    MissingApiKey,
+    TooManyFailedAttempts,
+)
+from .models import ApiKeyInfo
+from .service import Authenticated
+
+if TYPE_CHECKING:
+    from .extension import KeyAuthState
+
+logger = logging.getLogger("flask_keyauth")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def get_state() -> KeyAuthState:
+    """The flask-keyauth state of the current app."""
+    try:
+        return cast("KeyAuthState", current_app.extensions["keyauth"])
+    except KeyError:
+        raise RuntimeError(
+            "flask-keyauth is not initialised on this app: call KeyAuth(app) or "
+            "keyauth.init_app(app) before using require_key, the blueprint or the service API."
+        ) from None
+
+
+def extract_key(headers: Headers, names: Iterable[str]) -> str | None:
+    """The key presented in the request headers, or ``None``.
+
+    ``Authorization`` counts only with the ``Bearer`` scheme (any case);
+    an empty value, ``Bearer`` alone or another scheme is no key at all. The
+    same key in several headers is one key; two different keys are refused.
+    """
+    found: list[str] = []
+    for name in names:
+        for raw in headers.getlist(name):
+            value = raw.strip()
+            if name.lower() == "authorization":
+                parts = value.split(None, 1)
+                if len(parts) != 2 or parts[0].lower() != "bearer":
+                    continue
+                value = parts[1].strip()
+            if value:
+                found.append(value)
+    if not found:
+        return None
+    if any(other != found[0] for other in found[1:]):
+        raise InvalidApiKey()
+    return found[0]
+
+
+def _authenticate(state: KeyAuthState) -> Authenticated:
+    if state.settings.require_https and not request.is_secure:
+        raise HttpsRequired()
+    text = extract_key(request.headers, state.settings.header_names)
+    if text is None:
+        raise MissingApiKey()
+    gate = state.limits.failed_auth_gate(request.remote_addr) if state.limits else None
+    try:
+        parsed = keys.parse(text, state.settings.key_prefix)
+        if parsed is None:
+            raise InvalidApiKey()
+        return state.service.authenticate(parsed, gate)
+    except InvalidApiKey:
+        if gate is not None:
+            gate.count_failure()
+        raise
+
+
+def load_key() -> Authenticated:
+    """Authenticate the current request once; raise its ``KeyAuthError``."""
+    outcome = g.get("_keyauth_auth")
+    if outcome is None:
+        try:
+            outcome = _authenticate(get_state())
+        except KeyAuthError as error:
+            outcome = error
+            if isinstance(error, (AuthenticationError, TooManyFailedAttempts)):
+                signals.auth_failed.send(
+                    current_app._get_current_object(),
+                    reason=error.code_name,
+                    remote_addr=request.remote_addr,
+                )
+        g._keyauth_auth = outcome
+    if isinstance(outcome, KeyAuthError):
+        raise outcome
+    return cast(Authenticated, outcome)
+
+
+def _current_key() -> ApiKeyInfo | None:
+    try:
+        return load_key().key
+    except KeyAuthError:
+        return None
+
+
+#: The key that authenticated this request (an :class:`ApiKeyInfo`), or
+#: ``None`` when the request carries no valid key.
+current_key: ApiKeyInfo = cast(ApiKeyInfo, LocalProxy(_current_key))
+
+
+def error_response(error: KeyAuthError) -> ResponseReturnValue:
+    """Answer a ``KeyAuthError``, through ``@keyauth.error_handler`` if set."""
+    handler = get_state().extension.error_handler_callback
+    if handler is None:
+        raise error
+    response = make_response(handler(error))
+    error.apply_headers(response)
+    return response
+
+
+def require_key(*scopes: str) -> Callable[[F], F]:
+    """Allow only requests with a valid key holding every one of ``scopes``.
+
+    With no scope, any valid key passes. The order is: authenticate (401),
+    count the request against the owner's plan (429), check scopes (403).
+
+    >>> @app.get("/v1/entities")
+    ... @require_key("read")
+    ... def entities():
+    ...     return {"org": current_key.owner_id}
+    """
+    for scope in scopes:
+        if not isinstance(scope, str) or not scope:
+            raise TypeError(f"require_key takes scope names, not {scope!r}")
+    required = frozenset(scopes)
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            state = get_state()
+            unknown = required - state.settings.scopes.keys()
+            if unknown:
+                raise RuntimeError(
+                    f"require_key names unknown scope(s) {sorted(unknown)}: add them to "
+                    "KEYAUTH_SCOPES"
+                )
+            try:
+                auth = load_key()
+                if state.limits is not None:
+                    state.limits.consume(auth)
+                if not required <= auth.key.scopes:
+                    raise InsufficientScope(
+                        details={"required_scopes": sorted(required)}
+                    )
+            except KeyAuthError as error:
+                return error_response(error)
+            return current_app.ensure_sync(view)(*args, **kwargs)
+
+        wrapper._keyauth_scopes = required  # type: ignore[attr-defined]
+        return cast(F, wrapper)
+
+    return decorator

@@ -1,0 +1,240 @@
+"""The ``KeyAuth`` extension: ``init_app``, per-app state and hooks."""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import logging
+import os
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+from flask import Flask, current_app
+from flask.typing import ResponseReturnValue
+
+from . import config
+from .config import Settings
+from .decorators import get_state
+from .errors import KeyAuthError
+from .hashing import Hasher, VerifiedCache
+from .models import ApiKeyInfo, define_tables, utcnow
+from .service import KeyService, Store
+from .usage import UsageBuffer
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from flask_limiter import Limiter
+    from flask_sqlalchemy import SQLAlchemy
+
+    from .ratelimit import PlanLimits
+
+logger = logging.getLogger("flask_keyauth")
+
+OwnerLoader = Callable[[], "str | None"]
+ErrorHandler = Callable[[KeyAuthError], ResponseReturnValue]
+OL = TypeVar("OL", bound=OwnerLoader)
+EH = TypeVar("EH", bound=ErrorHandler)
+
+
+@dataclass
+class KeyAuthState:
+    """Everything flask-keyauth keeps for one app, in ``app.extensions["keyauth"]``."""
+
+    extension: KeyAuth
+    settings: Settings
+    store: Store
+    service: KeyService
+    limits: PlanLimits | None
+
+
+def _own_engine(app: Flask) -> sa.Engine:
+    uri = app.config.get("SQLALCHEMY_DATABASE_URI")
+    if not uri:
+        os.makedirs(app.instance_path, exist_ok=True)
+        uri = "sqlite:///" + os.path.join(app.instance_path, "keyauth.db")
+    url = sa.make_url(uri)
+    options: dict[str, Any] = {}
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            # One shared connection, or every checkout would see a new,
+            # empty in-memory database.
+            options["poolclass"] = sa.pool.StaticPool
+        options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        options["pool_pre_ping"] = True
+    return sa.create_engine(url, **options)
+
+
+def _flush_at_exit(app_ref: weakref.ref[Flask]) -> None:
+    app = app_ref()
+    if app is None or "keyauth" not in app.extensions:
+        return
+    try:
+        with app.app_context():
+            app.extensions["keyauth"].service.flush_usage()
+    except Exception:  # noqa: BLE001 - exiting; never raise from atexit
+        logger.warning("flask-keyauth could not write buffered usage at exit", exc_info=True)
+
+
+class KeyAuth:
+    """API keys for a Flask app.
+
+    >>> keyauth = KeyAuth()
+    >>> keyauth.init_app(app, db=db)
+
+    Per-app state lives in ``app.extensions["keyauth"]``, so one ``KeyAuth``
+    serves several apps. ``owner_loader`` and ``error_handler`` callbacks
+    apply to every app it serves.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        db: SQLAlchemy | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self._db = db
+        self._limiter = limiter
+        self.owner_loader_callback: OwnerLoader | None = None
+        self.error_handler_callback: ErrorHandler | None = None
+        if app is not None:
+            self.init_app(app, db=db, limiter=limiter)
+
+    def init_app(
+        self,
+        app: Flask,
+        db: SQLAlchemy | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
+        """Set up flask-keyauth on ``app``.
+
+        With ``db`` (the host's Flask-SQLAlchemy instance) the tables are put
+        on its metadata, for ``db.create_all()`` and migrations to create;
+        without it flask-keyauth opens its own engine on
+        ``SQLALCHEMY_DATABASE_URI`` (or ``instance/keyauth.db``) and creates
+        its tables itself. With ``limiter`` it uses the host's Flask-Limiter.
+        """
+        if "keyauth" in app.extensions:
+            raise RuntimeError(
+                "flask-keyauth is already initialised on this app. Call init_app once per "
+                "app; to reach it elsewhere, import the KeyAuth instance you created."
+            )
+        db = db if db is not None else self._db
+        limiter = limiter if limiter is not None else self._limiter
+        for name, default in config.DEFAULTS.items():
+            app.config.setdefault(name, copy.deepcopy(default))
+        settings = config.load(app.config)
+
+        if db is not None:
+            tables = define_tables(db.metadata)
+            store = Store(tables, lambda: db.engine)
+        else:
+            tables = define_tables(sa.MetaData())
+            engine = _own_engine(app)
+            tables.keys.metadata.create_all(engine)
+            store = Store(tables, lambda: engine)
+
+        service = KeyService(
+            settings,
+            store,
+            Hasher(
+                settings.argon2_time_cost,
+                settings.argon2_memory_cost,
+                settings.argon2_parallelism,
+            ),
+            VerifiedCache(),
+            UsageBuffer(settings.last_used_interval),
+            clock=utcnow,
+        )
+        from .ratelimit import PlanLimits
+
+        limits = PlanLimits(app, settings, limiter)
+        app.extensions["keyauth"] = KeyAuthState(self, settings, store, service, limits)
+
+        from .cli import keys_cli
+
+        app.cli.add_command(keys_cli)
+        atexit.register(_flush_at_exit, weakref.ref(app))
+
+    # -- hooks ---------------------------------------------------------------
+
+    def owner_loader(self, callback: OL) -> OL:
+        """Register the function that returns the owner id of this browser
+        session (from the host's login), or ``None``.
+
+        >>> @keyauth.owner_loader
+        ... def current_owner():
+        ...     return session.get("org_id")
+        """
+        self.owner_loader_callback = callback
+        return callback
+
+    def error_handler(self, callback: EH) -> EH:
+        """Register ``f(error: KeyAuthError) -> response`` to build error
+        responses of ``require_key`` in the host's own shape."""
+        self.error_handler_callback = callback
+        return callback
+
+    # -- the service API, on the current app ---------------------------------
+
+    @property
+    def limiter(self) -> Limiter:
+        """The Flask-Limiter instance of the current app, for extra limits."""
+        limits = get_state().limits
+        if limits is None:
+            raise RuntimeError("rate limiting is not set up on this app")
+        return limits.limiter
+
+    @property
+    def service(self) -> KeyService:
+        return get_state().service
+
+    def create_key(
+        self,
+        owner_id: str,
+        name: str,
+        scopes: Any = ("read",),
+        environment: str = "live",
+        expires_at: dt.datetime | None = None,
+    ) -> tuple[ApiKeyInfo, str]:
+        """Create a key; return ``(info, secret)``. Show the secret once."""
+        return self.service.create_key(owner_id, name, scopes, environment, expires_at)
+
+    def revoke_key(self, key_id: str) -> ApiKeyInfo:
+        """Revoke a key at once; revoking a revoked key returns it unchanged."""
+        return self.service.revoke_key(key_id)
+
+    def rotate_key(self, key_id: str, grace: dt.timedelta | None = None) -> tuple[ApiKeyInfo, str]:
+        """Replace a key; the old one keeps working for ``grace`` (24 hours)."""
+        if grace is None:
+            return self.service.rotate_key(key_id)
+        return self.service.rotate_key(key_id, grace)
+
+    def list_keys(self, owner_id: str) -> list[ApiKeyInfo]:
+        """An owner's keys, newest first, revoked ones included."""
+        return self.service.list_keys(owner_id)
+
+    def get_key(self, key_id: str) -> ApiKeyInfo:
+        """One key by id; raises ``KeyNotFound``."""
+        return self.service.get_key(key_id)
+
+    def set_plan(self, owner_id: str, plan: str, limits: str | None = None) -> None:
+        """Put an owner on a plan; ``limits`` gives custom limits."""
+        self.service.set_plan(owner_id, plan, limits)
+
+    def current_owner(self) -> str | None:
+        """The owner id of this browser session, from ``owner_loader``."""
+        if self.owner_loader_callback is None:
+            return None
+        owner = self.owner_loader_callback()
+        return str(owner) if owner is not None else None
+
+
+def state_of(app: Flask | None = None) -> KeyAuthState:
+    """The state of ``app`` (or of the current app)."""
+    target = app or current_app
+    return target.extensions["keyauth"]  # type: ignore[no-any-return]

@@ -1,0 +1,257 @@
+"""Tables, the key record and its invariants, and the read-only ApiKeyInfo.
+
+The tables are SQLAlchemy Core tables defined on a given ``MetaData``: the
+host's ``db.metadata`` when it passes its Flask-SQLAlchemy ``db`` (so
+``db.create_all()`` and Alembic see them), otherwise a private one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from . import keys
+
+UTC = dt.timezone.utc
+NAME_MAX = 128
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """Aware UTC; a naive datetime is read as UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def isoformat(value: dt.datetime | None) -> str | None:
+    """ISO 8601 UTC with ``Z``, whole seconds: ``2026-11-23T10:00:00Z``."""
+    if value is None:
+        return None
+    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every database, SQLite included."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = as_utc(value)
+        # SQLite keeps no zone: store naive UTC so that text order is time order.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        return None if value is None else as_utc(value)
+
+
+@dataclass(frozen=True)
+class Tables:
+    keys: sa.Table
+    owners: sa.Table
+    events: sa.Table
+    usage: sa.Table
+
+
+def define_tables(metadata: sa.MetaData) -> Tables:
+    """Define (once per metadata) and return flask-keyauth's tables."""
+    if "keyauth_api_keys" in metadata.tables:
+        tables = metadata.tables
+        return Tables(
+            tables["keyauth_api_keys"],
+            tables["keyauth_owners"],
+            tables["keyauth_events"],
+            tables["keyauth_usage"],
+        )
+    api_keys = sa.Table(
+        "keyauth_api_keys",
+        metadata,
+        # The public id, stored in clear: verification finds the row by it.
+        sa.Column("key_id", sa.String(keys.ID_LENGTH), primary_key=True),
+        sa.Column("owner_id", sa.String(255), nullable=False, index=True),
+        sa.Column("name", sa.String(NAME_MAX), nullable=False),
+        sa.Column("prefix", sa.String(16), nullable=False),
+        sa.Column("environment", sa.String(8), nullable=False),
+        # Granted scopes, space-separated and sorted.
+        sa.Column("scopes", sa.String(1024), nullable=False),
+        # argon2id hash of the 32-character secret; the secret itself is
+        # stored nowhere.
+        sa.Column("secret_hash", sa.String(255), nullable=False),
+        # Last four characters of the key (of its checksum), for display.
+        sa.Column("last4", sa.String(4), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("expires_at", UTCDateTime(), nullable=True),
+        sa.Column("revoked_at", UTCDateTime(), nullable=True),
+        sa.Column("last_used_at", UTCDateTime(), nullable=True),
+        sa.Column("rotated_from", sa.String(keys.ID_LENGTH), nullable=True),
+    )
+    owners = sa.Table(
+        "keyauth_owners",
+        metadata,
+        sa.Column("owner_id", sa.String(255), primary_key=True),
+        sa.Column("plan", sa.String(64), nullable=False),
+        sa.Column("limits", sa.String(512), nullable=True),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+    )
+    events = sa.Table(
+        "keyauth_events",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("owner_id", sa.String(255), nullable=False),
+        sa.Column("key_id", sa.String(keys.ID_LENGTH), nullable=True),
+        sa.Column("action", sa.String(32), nullable=False),
+        sa.Column("actor", sa.String(255), nullable=True),
+        sa.Column("remote_addr", sa.String(64), nullable=True),
+        sa.Column("detail", sa.String(512), nullable=True),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        sa.Index("ix_keyauth_events_owner_at", "owner_id", "at"),
+    )
+    usage = sa.Table(
+        "keyauth_usage",
+        metadata,
+        sa.Column("key_id", sa.String(keys.ID_LENGTH), primary_key=True),
+        sa.Column("day", sa.Date, primary_key=True),
+        sa.Column("requests", sa.Integer, nullable=False, default=0),
+    )
+    return Tables(api_keys, owners, events, usage)
+
+
+def join_scopes(scopes: Iterable[str]) -> str:
+    return " ".join(sorted(set(scopes)))
+
+
+def split_scopes(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """A read-only view of one API key, as of when it was read.
+
+    This is what ``current_key`` is, and what the service API returns: it
+    never holds the secret or its hash.
+    """
+
+    id: str
+    owner_id: str
+    name: str
+    #: Every scope the key grants, implied ones included.
+    scopes: frozenset[str]
+    #: The scopes the key was given, as given.
+    granted_scopes: tuple[str, ...]
+    environment: str
+    plan: str
+    redacted: str
+    status: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+
+    def has_scopes(self, *scopes: str) -> bool:
+        return all(scope in self.scopes for scope in scopes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of a key: no secret, no hash."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "redacted": self.redacted,
+            "scopes": list(self.granted_scopes),
+            "environment": self.environment,
+            "status": self.status,
+            "created_at": isoformat(self.created_at),
+            "expires_at": isoformat(self.expires_at),
+            "revoked_at": isoformat(self.revoked_at),
+            "last_used_at": isoformat(self.last_used_at),
+        }
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """One row of ``keyauth_api_keys`` and the rules that hold for it."""
+
+    key_id: str
+    owner_id: str
+    name: str
+    prefix: str
+    environment: str
+    scopes: tuple[str, ...]
+    secret_hash: str
+    last4: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> KeyRecord:
+        return cls(
+            key_id=row.key_id,
+            owner_id=row.owner_id,
+            name=row.name,
+            prefix=row.prefix,
+            environment=row.environment,
+            scopes=split_scopes(row.scopes),
+            secret_hash=row.secret_hash,
+            last4=row.last4,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+            last_used_at=row.last_used_at,
+        )
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def is_expired(self, now: dt.datetime) -> bool:
+        """A key is valid while ``now < expires_at``."""
+        return self.expires_at is not None and now >= self.expires_at
+
+    def status(self, now: dt.datetime) -> str:
+        if self.is_revoked:
+            return "revoked"
+        if self.is_expired(now):
+            return "expired"
+        return "active"
+
+    @property
+    def redacted(self) -> str:
+        return keys.redact(self.prefix, self.environment, self.key_id, self.last4)
+
+    def info(
+        self,
+        plan: str,
+        expanded_scopes: frozenset[str],
+        now: dt.datetime,
+        last_used_at: dt.datetime | None = None,
+    ) -> ApiKeyInfo:
+        return ApiKeyInfo(
+            id=self.key_id,
+            owner_id=self.owner_id,
+            name=self.name,
+            scopes=expanded_scopes,
+            granted_scopes=self.scopes,
+            environment=self.environment,
+            plan=plan,
+            redacted=self.redacted,
+            status=self.status(now),
+            created_at=self.created_at,
+            expires_at=self.expires_at,
+            revoked_at=self.revoked_at,
+            last_used_at=max(
+                (t for t in (self.last_used_at, last_used_at) if t is not None), default=None
+            ),
+        )

@@ -1,0 +1,323 @@
+"""Plan limits through Flask-Limiter, the failed-auth throttle and headers.
+
+Flask-Limiter stays the engine: its storage (``RATELIMIT_STORAGE_URI``),
+strategy (``RATELIMIT_STRATEGY``), key prefix and enabled flag keep their
+meaning. ``require_key`` counts each authenticated request against its
+owner's plan itself, after authenticating, so the order of decorators does
+not matter; Flask-Limiter's own headers are left off in favour of ours,
+which describe the window that binds first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, after_this_request, current_app, request
+from flask.wrappers import Response
+from limits import RateLimitItem, parse, parse_many
+from limits.strategies import FixedWindowRateLimiter
+
+from . import signals
+from .config import Settings
+from .errors import RateLimitExceeded, StorageUnavailable, TooManyFailedAttempts
+from .models import UTC, isoformat
+
+if TYPE_CHECKING:
+    from flask_limiter import Limiter
+
+    from .service import Authenticated
+
+logger = logging.getLogger("flask_keyauth")
+
+#: Seconds a client is told to wait when the limiter storage is down.
+STORAGE_RETRY_AFTER = 5
+#: Socket timeouts given to a Redis storage unless the host sets its own, so
+#: a dead or paused Redis answers 503 quickly instead of hanging a worker.
+REDIS_TIMEOUTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+
+
+@dataclass(frozen=True)
+class Window:
+    """One limit's state after this request."""
+
+    item: RateLimitItem
+    remaining: int
+    reset: float  # seconds since the epoch
+
+    @property
+    def name(self) -> str:
+        granularity = self.item.GRANULARITY.name
+        return granularity if self.item.multiples == 1 else f"{self.item.multiples}{granularity}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "limit": self.item.amount,
+            "remaining": self.remaining,
+            "reset_at": isoformat(dt.datetime.fromtimestamp(self.reset, UTC)),
+            "window": self.name,
+        }
+
+
+def binding(windows: Sequence[Window]) -> Window:
+    """The window that binds first: lowest remaining, then earliest reset."""
+    return min(windows, key=lambda w: (w.remaining, w.reset))
+
+
+def _header_reset(reset: float) -> int:
+    return math.ceil(reset)
+
+
+def rate_limit_headers(styles: Sequence[str], windows: Sequence[Window]) -> list[tuple[str, str]]:
+    """The rate-limit headers of the given styles for these windows."""
+    if not windows:
+        return []
+    first = binding(windows)
+    reset = _header_reset(first.reset)
+    headers: list[tuple[str, str]] = []
+    for style in styles:
+        if style == "x-ratelimit":
+            headers += [
+                ("X-RateLimit-Limit", str(first.item.amount)),
+                ("X-RateLimit-Remaining", str(first.remaining)),
+                ("X-RateLimit-Reset", isoformat(dt.datetime.fromtimestamp(reset, UTC)) or ""),
+            ]
+        elif style == "ratelimit":
+            headers += [
+                ("RateLimit-Limit", str(first.item.amount)),
+                ("RateLimit-Remaining", str(first.remaining)),
+                ("RateLimit-Reset", str(reset)),
+            ]
+        elif style == "ietf":
+            now = time.time()
+            names = _unique_names(windows)
+            headers += [
+                (
+                    "RateLimit-Policy",
+                    ", ".join(
+                        f'"{n}";q={w.item.amount};w={w.item.get_expiry()}'
+                        for n, w in zip(names, windows)
+                    ),
+                ),
+                (
+                    "RateLimit",
+                    ", ".join(
+                        f'"{n}";r={w.remaining};t={max(0, math.ceil(w.reset - now))}'
+                        for n, w in zip(names, windows)
+                    ),
+                ),
+            ]
+    return headers
+
+
+def _unique_names(windows: Sequence[Window]) -> list[str]:
+    names: list[str] = []
+    for window in windows:
+        name = window.name
+        if name in names:
+            name = f"{name}-{window.item.amount}"
+        names.append(name)
+    return names
+
+
+class FailedAuthGate:
+    """Counts failed authentications of one request against its address.
+
+    A unit is taken *before* argon2 runs (so many concurrent wrong keys
+    cannot all get through) and given back when the key proves valid.
+    """
+
+    def __init__(self, limits: PlanLimits, remote_addr: str) -> None:
+        self._limits = limits
+        self._addr = remote_addr
+        self._taken = False
+
+    def acquire(self) -> None:
+        if self._taken:
+            return
+        limits = self._limits
+        item = limits.failed_auth_item
+        try:
+            allowed = limits.fixed.hit(item, "keyauth-failed", self._addr)
+        except limits.storage_errors():
+            # This throttle always fails closed: without it nothing bounds
+            # the argon2 work an attacker can ask for.
+            limits.note_storage_down()
+            raise StorageUnavailable(headers=[("Retry-After", str(STORAGE_RETRY_AFTER))]) from None
+        self._taken = True
+        if not allowed:
+            reset = limits.fixed.get_window_stats(item, "keyauth-failed", self._addr).reset_time
+            retry = max(1, math.ceil(reset - time.time()))
+            raise TooManyFailedAttempts(
+                details={"retry_after": retry}, headers=[("Retry-After", str(retry))]
+            )
+
+    def release(self) -> None:
+        if not self._taken:
+            return
+        self._taken = False
+        item = self._limits.failed_auth_item
+        try:
+            self._limits.storage.incr(
+                item.key_for("keyauth-failed", self._addr), item.get_expiry(), amount=-1
+            )
+        except self._limits.storage_errors():
+            pass  # the unit expires with its window
+
+    def count_failure(self) -> None:
+        """Count an invalid key that did not reach argon2 (e.g. malformed)."""
+        self.acquire()
+
+
+def _owner_or_address() -> str:
+    from .decorators import current_key
+
+    key = current_key._get_current_object()  # type: ignore[attr-defined]
+    if key is not None:
+        return f"owner:{key.owner_id}"
+    return request.remote_addr or "unknown"
+
+
+class PlanLimits:
+    """The plan limits of one app, on its Flask-Limiter instance."""
+
+    def __init__(self, app: Flask, settings: Settings, limiter: Limiter | None) -> None:
+        from flask_limiter import Limiter
+
+        uri = app.config.get("RATELIMIT_STORAGE_URI") or "memory://"
+        if uri.startswith(("redis://", "rediss://", "redis+")):
+            options = app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {})
+            for name, value in REDIS_TIMEOUTS.items():
+                options.setdefault(name, value)
+        if limiter is None:
+            limiter = Limiter(
+                _owner_or_address,
+                app=app,
+                storage_uri=uri,
+                # Our own headers describe the binding window of the plan;
+                # Flask-Limiter's would describe one window with an epoch
+                # reset and add Retry-After to every response.
+                headers_enabled=False,
+            )
+        elif limiter not in app.extensions.get("limiter", set()):
+            limiter.init_app(app)
+        self.limiter = limiter
+        self.settings = settings
+        self._items: dict[tuple[str, ...], list[RateLimitItem]] = {}
+        self.failed_auth_item = parse(settings.failed_auth_limit)
+        self._fixed: FixedWindowRateLimiter | None = None
+        self._outage_logged = False
+
+    # -- storage -------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.limiter.enabled)
+
+    @property
+    def storage(self) -> Any:
+        return self.limiter.storage
+
+    @property
+    def fixed(self) -> FixedWindowRateLimiter:
+        # The failed-auth throttle is a fixed window whatever the strategy,
+        # so that a valid key can give its unit back.
+        if self._fixed is None:
+            self._fixed = FixedWindowRateLimiter(self.storage)
+        return self._fixed
+
+    def storage_errors(self) -> tuple[type[BaseException], ...]:
+        errors = self.storage.base_exceptions
+        return errors if isinstance(errors, tuple) else (errors,)
+
+    def note_storage_down(self) -> None:
+        if not self._outage_logged:
+            self._outage_logged = True
+            logger.warning("flask-keyauth: the rate-limit storage is unreachable")
+
+    def _note_storage_up(self) -> None:
+        if self._outage_logged:
+            self._outage_logged = False
+            logger.warning("flask-keyauth: the rate-limit storage is reachable again")
+
+    def items(self, limits: tuple[str, ...]) -> list[RateLimitItem]:
+        found = self._items.get(limits)
+        if found is None:
+            found = [item for text in limits for item in parse_many(text)]
+            self._items[limits] = found
+        return found
+
+    # -- the failed-auth throttle -------------------------------------------
+
+    def failed_auth_gate(self, remote_addr: str | None) -> FailedAuthGate | None:
+        if not self.enabled:
+            return None
+        return FailedAuthGate(self, remote_addr or "unknown")
+
+    # -- plan limits ---------------------------------------------------------
+
+    def _windows(self, auth: Authenticated, spend: bool) -> tuple[list[Window], Window | None]:
+        strategy = self.limiter.limiter
+        owner = auth.key.owner_id
+        windows: list[Window] = []
+        breached: Window | None = None
+        for item in self.items(auth.limits):
+            allowed = strategy.hit(item, "keyauth", owner) if spend else True
+            stats = strategy.get_window_stats(item, "keyauth", owner)
+            window = Window(item, max(0, int(stats.remaining)), float(stats.reset_time))
+            windows.append(window)
+            if not allowed:
+                breached = window
+                break  # as Flask-Limiter does: the first breach stops counting
+        return windows, breached
+
+    def consume(self, auth: Authenticated) -> None:
+        """Count this request against its owner's plan; raise 429 when spent."""
+        if not self.enabled or not auth.limits:
+            return
+        try:
+            windows, breached = self._windows(auth, spend=True)
+        except self.storage_errors():
+            self.note_storage_down()
+            if self.settings.ratelimit_fail_open:
+                return
+            raise StorageUnavailable(headers=[("Retry-After", str(STORAGE_RETRY_AFTER))]) from None
+        self._note_storage_up()
+        headers = rate_limit_headers(self.settings.ratelimit_headers, windows)
+
+        @after_this_request
+        def add_headers(response: Response) -> Response:
+            for name, value in headers:
+                response.headers[name] = value
+            return response
+
+        if breached is not None:
+            retry = max(1, math.ceil(breached.reset - time.time()))
+            signals.rate_limited.send(
+                current_app._get_current_object(), key=auth.key, limit=repr(breached.item)
+            )
+            raise RateLimitExceeded(
+                details={
+                    "limit": breached.item.amount,
+                    "remaining": 0,
+                    "reset_at": breached.as_dict()["reset_at"],
+                    "retry_after": retry,
+                },
+                headers=[("Retry-After", str(retry))],
+            )
+
+    def report(self, auth: Authenticated) -> list[dict[str, Any]]:
+        """The owner's windows as they stand, without spending anything."""
+        if not self.enabled or not auth.limits:
+            return []
+        try:
+            windows, _ = self._windows(auth, spend=False)
+        except self.storage_errors():
+            self.note_storage_down()
+            raise StorageUnavailable(headers=[("Retry-After", str(STORAGE_RETRY_AFTER))]) from None
+        return [window.as_dict() for window in windows]

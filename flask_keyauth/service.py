@@ -1,0 +1,528 @@
+"""The one service layer: create, verify, revoke, rotate, list, set plans.
+
+The decorator, the views, the CLI and host code all go through
+:class:`KeyService`; it knows nothing of HTTP requests. Every operation runs
+in an app context (signals are sent with ``current_app`` as sender).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from flask import current_app
+from limits import parse_many
+
+from . import keys, signals
+from .config import Settings, split_limits
+from .errors import ExpiredApiKey, InvalidApiKey, KeyNotFound, StorageUnavailable
+from .hashing import Hasher, VerifiedCache
+from .models import NAME_MAX, ApiKeyInfo, KeyRecord, Tables, as_utc, isoformat, join_scopes
+from .usage import UsageBuffer
+
+logger = logging.getLogger("flask_keyauth")
+
+OWNER_MAX = 255
+_UNSET: Any = object()
+
+
+class AttemptGate(Protocol):
+    """Guards argon2 runs for keys this process has not verified yet.
+
+    ``acquire`` is called before argon2 and may raise (too many failures
+    from this address); ``release`` is called when the key turned out valid.
+    """
+
+    def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class Store:
+    """Where the tables live: the host's Flask-SQLAlchemy ``db`` or our engine."""
+
+    def __init__(self, tables: Tables, engine: Callable[[], sa.Engine]) -> None:
+        self.tables = tables
+        self._engine = engine
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._engine()
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """A key that passed verification, and the limits of its owner's plan."""
+
+    key: ApiKeyInfo
+    limits: tuple[str, ...]
+
+
+def _check_owner(owner_id: Any) -> str:
+    if not isinstance(owner_id, str) or not owner_id or len(owner_id) > OWNER_MAX:
+        raise ValueError(f"owner_id must be a non-empty string of at most {OWNER_MAX} characters")
+    return owner_id
+
+
+def check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("name must be a non-empty string")
+    if len(name) > NAME_MAX:
+        raise ValueError(f"name must be at most {NAME_MAX} characters, not {len(name)}")
+    return name
+
+
+class KeyService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        hasher: Hasher,
+        cache: VerifiedCache,
+        usage: UsageBuffer,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.hasher = hasher
+        self.cache = cache
+        self.usage = usage
+        #: The time source; tests and hosts may replace it.
+        self.clock = clock
+        t = store.tables
+        owners = t.owners
+        self._auth_query = (
+            sa.select(t.keys, owners.c.plan, owners.c.limits)
+            .select_from(t.keys.outerjoin(owners, owners.c.owner_id == t.keys.c.owner_id))
+            .where(t.keys.c.key_id == sa.bindparam("key_id"))
+        )
+
+    # -- checks -------------------------------------------------------------
+
+    def check_scopes(self, scopes: Any) -> tuple[str, ...]:
+        if isinstance(scopes, str) or not isinstance(scopes, Iterable):
+            raise ValueError("scopes must be a list of scope names")
+        scopes = tuple(scopes)
+        if not scopes:
+            raise ValueError("give at least one scope")
+        unknown = [s for s in scopes if not isinstance(s, str) or s not in self.settings.scopes]
+        if unknown:
+            known = ", ".join(sorted(self.settings.scopes))
+            raise ValueError(f"unknown scope {unknown[0]!r}; known scopes: {known}")
+        return tuple(sorted(set(scopes)))
+
+    def check_expiry(self, expires_at: Any) -> dt.datetime | None:
+        if expires_at is None:
+            return None
+        if not isinstance(expires_at, dt.datetime):
+            raise ValueError("expires_at must be a datetime or None")
+        expires_at = as_utc(expires_at)
+        if expires_at <= self.clock():
+            raise ValueError("expires_at must be in the future")
+        return expires_at
+
+    def check_plan(self, plan: Any, limits: Any) -> tuple[str, str | None]:
+        if plan not in self.settings.plans:
+            known = ", ".join(self.settings.plans)
+            raise ValueError(f"unknown plan {plan!r}; known plans: {known}")
+        if limits is None:
+            if self.settings.plans[plan] is None:
+                raise ValueError(f"plan {plan!r} has no fixed limits: give limits=...")
+            return plan, None
+        if not isinstance(limits, str) or not limits.strip():
+            raise ValueError("limits must be a string such as '5000/hour;100000/day'")
+        try:
+            parse_many(limits)
+        except ValueError:
+            raise ValueError(f"limits {limits!r} cannot be parsed") from None
+        return plan, ";".join(split_limits(limits))
+
+    # -- reading ------------------------------------------------------------
+
+    def _owner_plan(self, conn: sa.Connection, owner_id: str) -> tuple[str, tuple[str, ...]]:
+        owners = self.store.tables.owners
+        row = conn.execute(
+            sa.select(owners.c.plan, owners.c.limits).where(owners.c.owner_id == owner_id)
+        ).first()
+        return self.resolve_plan(row.plan if row else None, row.limits if row else None)
+
+    def resolve_plan(self, plan: str | None, limits: str | None) -> tuple[str, tuple[str, ...]]:
+        """The plan name and the limits that apply to an owner."""
+        if limits:
+            return plan or self.settings.default_plan, split_limits(limits)
+        fixed = self.settings.plans.get(plan) if plan else None
+        if plan and fixed is None and plan in self.settings.plans:
+            logger.warning("owner on plan %r has no limits set; using the default plan", plan)
+        if fixed is None:
+            default = self.settings.default_plan
+            return (plan or default), self.settings.plans[default] or ()
+        return plan or self.settings.default_plan, fixed
+
+    def _info(self, record: KeyRecord, plan: str) -> ApiKeyInfo:
+        return record.info(
+            plan,
+            self.settings.expand(record.scopes),
+            self.clock(),
+            self.usage.pending_last_used(record.key_id),
+        )
+
+    def _record(self, conn: sa.Connection, key_id: Any) -> KeyRecord:
+        if not isinstance(key_id, str) or len(key_id) != keys.ID_LENGTH:
+            raise KeyNotFound(str(key_id))
+        t = self.store.tables.keys
+        row = conn.execute(sa.select(t).where(t.c.key_id == key_id)).first()
+        if row is None:
+            raise KeyNotFound(key_id)
+        return KeyRecord.from_row(row)
+
+    def get_key(self, key_id: str) -> ApiKeyInfo:
+        """One key by its public id; ``KeyNotFound`` when there is none."""
+        with self.store.engine.connect() as conn:
+            record = self._record(conn, key_id)
+            plan, _ = self._owner_plan(conn, record.owner_id)
+        return self._info(record, plan)
+
+    def list_keys(self, owner_id: str) -> list[ApiKeyInfo]:
+        """An owner's keys, newest first, revoked ones included."""
+        _check_owner(owner_id)
+        t = self.store.tables.keys
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t)
+                .where(t.c.owner_id == owner_id)
+                .order_by(t.c.created_at.desc(), t.c.key_id)
+            ).all()
+            plan, _ = self._owner_plan(conn, owner_id)
+        return [self._info(KeyRecord.from_row(row), plan) for row in rows]
+
+    def all_keys(self) -> list[ApiKeyInfo]:
+        """Every owner's keys, by owner then newest first."""
+        t, owners = self.store.tables.keys, self.store.tables.owners
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t, owners.c.plan, owners.c.limits)
+                .select_from(t.outerjoin(owners, owners.c.owner_id == t.c.owner_id))
+                .order_by(t.c.owner_id, t.c.created_at.desc(), t.c.key_id)
+            ).all()
+        return [
+            self._info(KeyRecord.from_row(row), self.resolve_plan(row.plan, row.limits)[0])
+            for row in rows
+        ]
+
+    def get_plan(self, owner_id: str) -> tuple[str, tuple[str, ...]]:
+        """The plan name and limits of an owner."""
+        with self.store.engine.connect() as conn:
+            return self._owner_plan(conn, _check_owner(owner_id))
+
+    # -- changing -----------------------------------------------------------
+
+    def _event(
+        self,
+        conn: sa.Connection,
+        owner_id: str,
+        key_id: str | None,
+        action: str,
+        actor: str | None,
+        remote_addr: str | None,
+        detail: str | None = None,
+    ) -> None:
+        conn.execute(
+            sa.insert(self.store.tables.events).values(
+                owner_id=owner_id,
+                key_id=key_id,
+                action=action,
+                actor=actor,
+                remote_addr=remote_addr,
+                detail=detail,
+                at=self.clock(),
+            )
+        )
+
+    def _insert_key(
+        self,
+        conn: sa.Connection,
+        owner_id: str,
+        name: str,
+        scopes: tuple[str, ...],
+        environment: str,
+        expires_at: dt.datetime | None,
+        rotated_from: str | None = None,
+    ) -> tuple[KeyRecord, str]:
+        key = keys.generate(self.settings.key_prefix, environment)
+        values = {
+            "key_id": key.key_id,
+            "owner_id": owner_id,
+            "name": name,
+            "prefix": key.prefix,
+            "environment": environment,
+            "scopes": join_scopes(scopes),
+            "secret_hash": self.hasher.hash(key.secret),
+            "last4": key.text[-4:],
+            "created_at": self.clock(),
+            "expires_at": expires_at,
+            "revoked_at": None,
+            "last_used_at": None,
+            "rotated_from": rotated_from,
+        }
+        conn.execute(sa.insert(self.store.tables.keys).values(**values))
+        record = KeyRecord.from_row(_Row(values))
+        return record, key.text
+
+    def create_key(
+        self,
+        owner_id: str,
+        name: str,
+        scopes: Iterable[str] = ("read",),
+        environment: str = "live",
+        expires_at: dt.datetime | None = None,
+        *,
+        actor: str | None = None,
+        remote_addr: str | None = None,
+    ) -> tuple[ApiKeyInfo, str]:
+        """Create a key; return its info and the full key text.
+
+        The text is the only copy of the secret there will ever be: show it
+        to its owner once and do not store or log it.
+        """
+        _check_owner(owner_id)
+        check_name(name)
+        checked_scopes = self.check_scopes(scopes)
+        if environment not in keys.ENVIRONMENTS:
+            raise ValueError(f"environment must be 'live' or 'test', not {environment!r}")
+        checked_expiry = self.check_expiry(expires_at)
+        with self.store.engine.begin() as conn:
+            record, text = self._insert_key(
+                conn, owner_id, name, checked_scopes, environment, checked_expiry
+            )
+            self._event(conn, owner_id, record.key_id, "created", actor, remote_addr)
+            plan, _ = self._owner_plan(conn, owner_id)
+        info = self._info(record, plan)
+        signals.key_created.send(current_app._get_current_object(), key=info)
+        return info, text
+
+    def update_key(
+        self,
+        key_id: str,
+        *,
+        name: str = _UNSET,
+        expires_at: dt.datetime | None = _UNSET,
+        actor: str | None = None,
+        remote_addr: str | None = None,
+    ) -> ApiKeyInfo:
+        """Rename a key or change its expiry (``None`` clears it)."""
+        values: dict[str, Any] = {}
+        if name is not _UNSET:
+            values["name"] = check_name(name)
+        if expires_at is not _UNSET:
+            values["expires_at"] = self.check_expiry(expires_at)
+        t = self.store.tables.keys
+        with self.store.engine.begin() as conn:
+            record = self._record(conn, key_id)
+            if record.is_revoked and values:
+                raise ValueError("a revoked key cannot be changed")
+            if values:
+                conn.execute(sa.update(t).where(t.c.key_id == key_id).values(**values))
+            if "name" in values and values["name"] != record.name:
+                self._event(conn, record.owner_id, key_id, "renamed", actor, remote_addr)
+            if "expires_at" in values and values["expires_at"] != record.expires_at:
+                detail = isoformat(values["expires_at"]) or "never"
+                self._event(
+                    conn, record.owner_id, key_id, "expiry_changed", actor, remote_addr, detail
+                )
+            record = self._record(conn, key_id)
+            plan, _ = self._owner_plan(conn, record.owner_id)
+        return self._info(record, plan)
+
+    def revoke_key(
+        self, key_id: str, *, actor: str | None = None, remote_addr: str | None = None
+    ) -> ApiKeyInfo:
+        """Revoke a key at once, for every process; revoking twice is a no-op."""
+        t = self.store.tables.keys
+        with self.store.engine.begin() as conn:
+            record = self._record(conn, key_id)
+            changed = False
+            if not record.is_revoked:
+                # The condition keeps the first revocation time: a revoked
+                # key is never revoked again nor un-revoked.
+                result = conn.execute(
+                    sa.update(t)
+                    .where(t.c.key_id == key_id, t.c.revoked_at.is_(None))
+                    .values(revoked_at=self.clock())
+                )
+                changed = result.rowcount == 1
+                if changed:
+                    self._event(conn, record.owner_id, key_id, "revoked", actor, remote_addr)
+                record = self._record(conn, key_id)
+            plan, _ = self._owner_plan(conn, record.owner_id)
+        self.cache.discard(key_id)
+        info = self._info(record, plan)
+        if changed:
+            signals.key_revoked.send(current_app._get_current_object(), key=info)
+        return info
+
+    def rotate_key(
+        self,
+        key_id: str,
+        grace: dt.timedelta = dt.timedelta(hours=24),  # noqa: B008 - immutable
+        *,
+        expires_at: dt.datetime | None = None,
+        actor: str | None = None,
+        remote_addr: str | None = None,
+    ) -> tuple[ApiKeyInfo, str]:
+        """Replace a key by a new one; the old one works until ``grace`` ends.
+
+        The new key keeps the old one's owner, name, scopes and environment.
+        ``grace=timedelta(0)`` revokes the old key at once.
+        """
+        if not isinstance(grace, dt.timedelta):
+            raise ValueError("grace must be a timedelta")
+        if grace < dt.timedelta(0):
+            raise ValueError("grace must not be negative")
+        checked_expiry = self.check_expiry(expires_at)
+        t = self.store.tables.keys
+        now = self.clock()
+        with self.store.engine.begin() as conn:
+            old = self._record(conn, key_id)
+            if old.is_revoked:
+                raise ValueError(f"key {key_id} is revoked and cannot be rotated")
+            if old.is_expired(now):
+                raise ValueError(f"key {key_id} has expired and cannot be rotated")
+            if grace == dt.timedelta(0):
+                change: dict[str, Any] = {"revoked_at": now}
+            else:
+                end = now + grace
+                change = {"expires_at": min(old.expires_at, end) if old.expires_at else end}
+            conn.execute(
+                sa.update(t).where(t.c.key_id == key_id, t.c.revoked_at.is_(None)).values(**change)
+            )
+            new, text = self._insert_key(
+                conn,
+                old.owner_id,
+                old.name,
+                old.scopes,
+                old.environment,
+                checked_expiry,
+                rotated_from=key_id,
+            )
+            self._event(conn, old.owner_id, key_id, "rotated", actor, remote_addr, new.key_id)
+            self._event(conn, old.owner_id, new.key_id, "created", actor, remote_addr, key_id)
+            old = self._record(conn, key_id)
+            plan, _ = self._owner_plan(conn, old.owner_id)
+        if grace == dt.timedelta(0):
+            self.cache.discard(key_id)
+        old_info, new_info = self._info(old, plan), self._info(new, plan)
+        signals.key_rotated.send(
+            current_app._get_current_object(), key=old_info, new_key=new_info
+        )
+        return new_info, text
+
+    def set_plan(
+        self,
+        owner_id: str,
+        plan: str,
+        limits: str | None = None,
+        *,
+        actor: str | None = None,
+        remote_addr: str | None = None,
+    ) -> None:
+        """Put an owner on a plan; ``limits`` sets custom limits (enterprise)."""
+        _check_owner(owner_id)
+        plan, limits = self.check_plan(plan, limits)
+        owners = self.store.tables.owners
+        now = self.clock()
+        with self.store.engine.begin() as conn:
+            updated = conn.execute(
+                sa.update(owners)
+                .where(owners.c.owner_id == owner_id)
+                .values(plan=plan, limits=limits, updated_at=now)
+            )
+            if updated.rowcount == 0:
+                conn.execute(
+                    sa.insert(owners).values(
+                        owner_id=owner_id, plan=plan, limits=limits, updated_at=now
+                    )
+                )
+            detail = plan if limits is None else f"{plan} ({limits})"
+            self._event(conn, owner_id, None, "plan_changed", actor, remote_addr, detail)
+
+    # -- verifying ----------------------------------------------------------
+
+    def authenticate(self, key: keys.ParsedKey, gate: AttemptGate | None = None) -> Authenticated:
+        """Verify a well-formed key; raise ``InvalidApiKey`` or ``ExpiredApiKey``.
+
+        One indexed read of the key's row per call (so a revocation or an
+        expiry applies at once in every process); argon2 runs only the first
+        time this process sees this key, and for unknown ids a dummy
+        verification takes the same time as a wrong secret.
+        """
+        if key.environment not in self.settings.environments_accepted:
+            raise InvalidApiKey()
+        try:
+            with self.store.engine.connect() as conn:
+                row = conn.execute(self._auth_query, {"key_id": key.key_id}).first()
+        except sa.exc.SQLAlchemyError:
+            logger.exception("flask-keyauth could not read the key store")
+            raise StorageUnavailable(headers=[("Retry-After", "5")]) from None
+        if row is None:
+            if gate is not None:
+                gate.acquire()
+            self.hasher.verify_dummy(key.secret)
+            raise InvalidApiKey()
+        record = KeyRecord.from_row(row)
+        verified_before = self.cache.contains(record.key_id, record.secret_hash, key.secret)
+        if not verified_before:
+            if gate is not None:
+                gate.acquire()
+            if not self.hasher.verify(record.secret_hash, key.secret):
+                raise InvalidApiKey()
+        # The checksum covers the environment and prefix, but a forger who
+        # holds a key could re-checksum it under another environment: the
+        # row decides.
+        if record.environment != key.environment or record.prefix != key.prefix:
+            raise InvalidApiKey()
+        if record.is_revoked:
+            raise InvalidApiKey()
+        if not verified_before:
+            if gate is not None:
+                gate.release()
+            self._after_verify(record, key.secret)
+        now = self.clock()
+        if record.is_expired(now):
+            raise ExpiredApiKey(details={"expired_at": isoformat(record.expires_at)})
+        plan, limits = self.resolve_plan(row.plan, row.limits)
+        if self.usage.record(record.key_id, now):
+            self.usage.flush(self.store.engine, self.store.tables)
+        return Authenticated(self._info(record, plan), limits)
+
+    def _after_verify(self, record: KeyRecord, secret: str) -> None:
+        stored_hash = record.secret_hash
+        if self.hasher.needs_rehash(stored_hash):
+            # Cost parameters were raised since this key was made: upgrade
+            # its hash once, now that we hold the secret.
+            stored_hash = self.hasher.hash(secret)
+            t = self.store.tables.keys
+            try:
+                with self.store.engine.begin() as conn:
+                    conn.execute(
+                        sa.update(t)
+                        .where(t.c.key_id == record.key_id)
+                        .values(secret_hash=stored_hash)
+                    )
+            except sa.exc.SQLAlchemyError:
+                logger.warning("could not upgrade the hash of key %s", record.key_id)
+                stored_hash = record.secret_hash
+        self.cache.add(record.key_id, stored_hash, secret)
+
+    def flush_usage(self) -> None:
+        self.usage.flush(self.store.engine, self.store.tables)
+
+
+class _Row:
+    """Attribute access over a dict, to build a record from inserted values."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
