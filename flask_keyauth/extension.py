@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 from flask.typing import ResponseReturnValue
 
 from . import config
@@ -99,6 +99,11 @@ class KeyAuth:
     ) -> None:
         self._db = db
         self._limiter = limiter
+        # Only for ``keyauth.limiter`` outside an app context (a route's
+        # ``@keyauth.limiter.limit`` runs at import time): the limiter of the
+        # one app this extension serves; None once it serves several.
+        self._only_limiter: weakref.ref[Limiter] | None = None
+        self._apps_served = 0
         self.owner_loader_callback: OwnerLoader | None = None
         self.error_handler_callback: ErrorHandler | None = None
         if app is not None:
@@ -154,6 +159,8 @@ class KeyAuth:
 
         limits = PlanLimits(app, settings, limiter)
         app.extensions["keyauth"] = KeyAuthState(self, settings, store, service, limits)
+        self._apps_served += 1
+        self._only_limiter = weakref.ref(limits.limiter) if self._apps_served == 1 else None
 
         from .cli import keys_cli
 
@@ -183,11 +190,27 @@ class KeyAuth:
 
     @property
     def limiter(self) -> Limiter:
-        """The Flask-Limiter instance of the current app, for extra limits."""
-        limits = get_state().limits
-        if limits is None:
-            raise RuntimeError("rate limiting is not set up on this app")
-        return limits.limiter
+        """The Flask-Limiter instance of the current app, for extra limits.
+
+        >>> @app.post("/v1/exports")
+        ... @keyauth.limiter.limit("10/hour")
+        ... @require_key("write")
+        ... def export(): ...
+
+        Outside an app context (where routes are usually declared) it is the
+        limiter of the one app this ``KeyAuth`` serves.
+        """
+        if has_app_context() and "keyauth" in current_app.extensions:
+            limits = get_state().limits
+            if limits is not None:
+                return limits.limiter
+        limiter = self._only_limiter() if self._only_limiter is not None else None
+        if limiter is None:
+            raise RuntimeError(
+                "keyauth.limiter needs an app context when this KeyAuth serves several apps "
+                "(or none yet): call init_app first, or pass your own Limiter with limiter=..."
+            )
+        return limiter
 
     @property
     def service(self) -> KeyService:

@@ -143,7 +143,7 @@ class FailedAuthGate:
         limits = self._limits
         item = limits.failed_auth_item
         try:
-            allowed = limits.fixed.hit(item, "keyauth-failed", self._addr)
+            allowed = limits.fixed.hit(item, *limits.ids("keyauth-failed", self._addr))
         except limits.storage_errors():
             # This throttle always fails closed: without it nothing bounds
             # the argon2 work an attacker can ask for.
@@ -151,7 +151,9 @@ class FailedAuthGate:
             raise StorageUnavailable(headers=[("Retry-After", str(STORAGE_RETRY_AFTER))]) from None
         self._taken = True
         if not allowed:
-            reset = limits.fixed.get_window_stats(item, "keyauth-failed", self._addr).reset_time
+            reset = limits.fixed.get_window_stats(
+                item, *limits.ids("keyauth-failed", self._addr)
+            ).reset_time
             retry = max(1, math.ceil(reset - time.time()))
             raise TooManyFailedAttempts(
                 details={"retry_after": retry}, headers=[("Retry-After", str(retry))]
@@ -164,7 +166,9 @@ class FailedAuthGate:
         item = self._limits.failed_auth_item
         try:
             self._limits.storage.incr(
-                item.key_for("keyauth-failed", self._addr), item.get_expiry(), amount=-1
+                item.key_for(*self._limits.ids("keyauth-failed", self._addr)),
+                item.get_expiry(),
+                amount=-1,
             )
         except self._limits.storage_errors():
             pass  # the unit expires with its window
@@ -172,6 +176,26 @@ class FailedAuthGate:
     def count_failure(self) -> None:
         """Count an invalid key that did not reach argon2 (e.g. malformed)."""
         self.acquire()
+
+
+def _extra_limit_breached(limit: Any) -> Response:
+    """Answer a breach of a host's extra ``@keyauth.limiter.limit`` in our shape."""
+    reset = float(limit.window.reset_time)
+    retry = max(1, math.ceil(reset - time.time()))
+    error = RateLimitExceeded(
+        f"Rate limit exceeded: {limit.limit!r}.",
+        details={
+            "limit": limit.limit.amount,
+            "remaining": 0,
+            "reset_at": isoformat(dt.datetime.fromtimestamp(reset, UTC)),
+            "retry_after": retry,
+        },
+        headers=[("Retry-After", str(retry))],
+    )
+    # Flask-Limiter uses the callback's response only if it is a Flask one.
+    return current_app.response_class(
+        error.get_body(), error.status, error.get_headers()
+    )
 
 
 def _owner_or_address() -> str:
@@ -203,11 +227,17 @@ class PlanLimits:
                 # Flask-Limiter's would describe one window with an epoch
                 # reset and add Retry-After to every response.
                 headers_enabled=False,
+                on_breach=_extra_limit_breached,
             )
         elif limiter not in app.extensions.get("limiter", set()):
             limiter.init_app(app)
         self.limiter = limiter
         self.settings = settings
+        # RATELIMIT_KEY_PREFIX keeps its meaning: apps sharing one storage
+        # keep separate counters.
+        self.key_prefix: str = getattr(limiter, "_key_prefix", None) or app.config.get(
+            "RATELIMIT_KEY_PREFIX", ""
+        )
         self._items: dict[tuple[str, ...], list[RateLimitItem]] = {}
         self.failed_auth_item = parse(settings.failed_auth_limit)
         self._fixed: FixedWindowRateLimiter | None = None
@@ -245,6 +275,10 @@ class PlanLimits:
             self._outage_logged = False
             logger.warning("flask-keyauth: the rate-limit storage is reachable again")
 
+    def ids(self, *identifiers: str) -> tuple[str, ...]:
+        """Storage identifiers, behind the app's ``RATELIMIT_KEY_PREFIX``."""
+        return (self.key_prefix, *identifiers) if self.key_prefix else identifiers
+
     def items(self, limits: tuple[str, ...]) -> list[RateLimitItem]:
         found = self._items.get(limits)
         if found is None:
@@ -263,12 +297,12 @@ class PlanLimits:
 
     def _windows(self, auth: Authenticated, spend: bool) -> tuple[list[Window], Window | None]:
         strategy = self.limiter.limiter
-        owner = auth.key.owner_id
+        ids = self.ids("keyauth", auth.key.owner_id)
         windows: list[Window] = []
         breached: Window | None = None
         for item in self.items(auth.limits):
-            allowed = strategy.hit(item, "keyauth", owner) if spend else True
-            stats = strategy.get_window_stats(item, "keyauth", owner)
+            allowed = strategy.hit(item, *ids) if spend else True
+            stats = strategy.get_window_stats(item, *ids)
             window = Window(item, max(0, int(stats.remaining)), float(stats.reset_time))
             windows.append(window)
             if not allowed:
