@@ -59,9 +59,14 @@ class Window:
         return {
             "limit": self.item.amount,
             "remaining": self.remaining,
-            "reset_at": isoformat(dt.datetime.fromtimestamp(self.reset, UTC)),
+            "reset_at": reset_iso(self.reset),
             "window": self.name,
         }
+
+
+def reset_iso(reset: float) -> str:
+    """A reset time as ISO 8601 UTC, rounded up to the whole second."""
+    return isoformat(dt.datetime.fromtimestamp(math.ceil(reset), UTC)) or ""
 
 
 def binding(windows: Sequence[Window]) -> Window:
@@ -85,7 +90,7 @@ def rate_limit_headers(styles: Sequence[str], windows: Sequence[Window]) -> list
             headers += [
                 ("X-RateLimit-Limit", str(first.item.amount)),
                 ("X-RateLimit-Remaining", str(first.remaining)),
-                ("X-RateLimit-Reset", isoformat(dt.datetime.fromtimestamp(reset, UTC)) or ""),
+                ("X-RateLimit-Reset", reset_iso(first.reset)),
             ]
         elif style == "ratelimit":
             headers += [
@@ -187,7 +192,7 @@ def _extra_limit_breached(limit: Any) -> Response:
         details={
             "limit": limit.limit.amount,
             "remaining": 0,
-            "reset_at": isoformat(dt.datetime.fromtimestamp(reset, UTC)),
+            "reset_at": reset_iso(reset),
             "retry_after": retry,
         },
         headers=[("Retry-After", str(retry))],

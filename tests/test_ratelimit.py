@@ -450,3 +450,14 @@ def test_key_prefix_separates_apps_sharing_a_storage(tmp_path: Any) -> None:
         _, secret = h.key("acme")
         response = h.client.get("/read", headers=bearer(secret))
         assert response.headers["X-RateLimit-Remaining"] == "4"
+
+
+def test_429_body_reset_matches_header(host: Host) -> None:
+    host.plan("acme", "tiny")
+    _, secret = host.key()
+    for _ in range(2):
+        host.client.get("/read", headers=bearer(secret))
+    response = host.client.get("/read", headers=bearer(secret))
+    assert response.status_code == 429
+    details = response.get_json()["error"]["details"]
+    assert details["reset_at"] == response.headers["X-RateLimit-Reset"]
