@@ -39,7 +39,7 @@ HOME = """<!doctype html>
 {% endif %}
 <p>API: <code>GET /v1/entities</code> (scope <code>read</code>),
 <code>POST /v1/entities</code> (scope <code>write</code>),
-<code>GET {{ url_for('keyauth.whoami') if has_api else '/settings/api-keys/api/whoami' }}</code>.</p>
+<code>GET /settings/api-keys/api/whoami</code>.</p>
 """
 
 
@@ -66,9 +66,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.get("/")
     def home() -> str:
-        return render_template_string(
-            HOME, org=session.get("org_id"), has_api="keyauth.whoami" in app.view_functions
-        )
+        return render_template_string(HOME, org=session.get("org_id"))
 
     @app.post("/login")
     def login() -> Response:

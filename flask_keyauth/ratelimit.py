@@ -106,14 +106,14 @@ def rate_limit_headers(styles: Sequence[str], windows: Sequence[Window]) -> list
                     "RateLimit-Policy",
                     ", ".join(
                         f'"{n}";q={w.item.amount};w={w.item.get_expiry()}'
-                        for n, w in zip(names, windows)
+                        for n, w in zip(names, windows, strict=True)
                     ),
                 ),
                 (
                     "RateLimit",
                     ", ".join(
                         f'"{n}";r={w.remaining};t={max(0, math.ceil(w.reset - now))}'
-                        for n, w in zip(names, windows)
+                        for n, w in zip(names, windows, strict=True)
                     ),
                 ),
             ]
@@ -338,7 +338,7 @@ class PlanLimits:
         if breached is not None:
             retry = max(1, math.ceil(breached.reset - time.time()))
             signals.rate_limited.send(
-                current_app._get_current_object(), key=auth.key, limit=repr(breached.item)
+                signals.sender(), key=auth.key, limit=repr(breached.item)
             )
             raise RateLimitExceeded(
                 details={

@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from flask.signals import Namespace
+from blinker import Namespace
+from flask import Flask, current_app
 
 _signals = Namespace()
 
@@ -24,3 +25,8 @@ auth_failed = _signals.signal("keyauth.auth-failed")
 #: A request was refused because its owner's plan limit is spent.
 #: Keywords: ``key`` and ``limit`` (its text, e.g. ``"100 per 1 hour"``).
 rate_limited = _signals.signal("keyauth.rate-limited")
+
+
+def sender() -> Flask:
+    """The current app itself (not its proxy), the sender of every signal."""
+    return current_app._get_current_object()  # type: ignore[attr-defined, no-any-return]

@@ -14,12 +14,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .models import Tables
 
 logger = logging.getLogger("flask_keyauth")
+
+#: Dialects with INSERT … ON CONFLICT DO UPDATE.
+_UPSERTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 class UsageBuffer:
@@ -96,11 +101,7 @@ def write(
         # Increments, never read-modify-write: several processes add to the
         # same row without losing each other's counts.
         if dialect in ("sqlite", "postgresql"):
-            if dialect == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert
-            else:
-                from sqlalchemy.dialects.postgresql import insert
-            stmt = insert(usage).values(key_id=key_id, day=day, requests=n)
+            stmt = _UPSERTS[dialect](usage).values(key_id=key_id, day=day, requests=n)
             conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=[usage.c.key_id, usage.c.day],

@@ -85,7 +85,9 @@ def timed_get(client: Any, secret: str) -> tuple[int, str | None, float]:
 def test_redis_stopped_mid_traffic_gives_503_then_recovers(
     redis_server: ThrowawayRedis, tmp_path: Any
 ) -> None:
-    app, _, keyauth = make_app(f"sqlite:///{tmp_path / 'f.db'}", RATELIMIT_STORAGE_URI=redis_server.url)
+    app, _, keyauth = make_app(
+        f"sqlite:///{tmp_path / 'f.db'}", RATELIMIT_STORAGE_URI=redis_server.url
+    )
     client = app.test_client()
     with app.app_context():
         _, secret = keyauth.create_key("acme", "k")
@@ -103,7 +105,9 @@ def test_redis_stopped_mid_traffic_gives_503_then_recovers(
 def test_redis_paused_answers_503_within_the_socket_timeout(
     redis_server: ThrowawayRedis, tmp_path: Any
 ) -> None:
-    app, _, keyauth = make_app(f"sqlite:///{tmp_path / 'f.db'}", RATELIMIT_STORAGE_URI=redis_server.url)
+    app, _, keyauth = make_app(
+        f"sqlite:///{tmp_path / 'f.db'}", RATELIMIT_STORAGE_URI=redis_server.url
+    )
     client = app.test_client()
     with app.app_context():
         _, secret = keyauth.create_key("acme", "k")
