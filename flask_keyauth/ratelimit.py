@@ -39,6 +39,8 @@ logger = logging.getLogger("flask_keyauth")
 STORAGE_RETRY_AFTER = 5
 #: Socket timeouts given to a Redis storage unless the host sets its own, so
 #: a dead or paused Redis answers 503 quickly instead of hanging a worker.
+#: Most window resets remembered per process (expired ones are dropped first).
+RESETS_KEPT = 100_000
 REDIS_TIMEOUTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 
 
@@ -246,6 +248,8 @@ class PlanLimits:
         self._items: dict[tuple[str, ...], list[RateLimitItem]] = {}
         self.failed_auth_item = parse(settings.failed_auth_limit)
         self._fixed: FixedWindowRateLimiter | None = None
+        # storage key -> (reset time, last count seen), for fixed windows.
+        self._resets: dict[str, tuple[float, int]] = {}
         self._outage_logged = False
 
     # -- storage -------------------------------------------------------------
@@ -303,6 +307,8 @@ class PlanLimits:
     def _windows(self, auth: Authenticated, spend: bool) -> tuple[list[Window], Window | None]:
         strategy = self.limiter.limiter
         ids = self.ids("keyauth", auth.key.owner_id)
+        if spend and type(strategy) is FixedWindowRateLimiter:
+            return self._fixed_windows(ids, self.items(auth.limits))
         windows: list[Window] = []
         breached: Window | None = None
         for item in self.items(auth.limits):
@@ -314,6 +320,41 @@ class PlanLimits:
                 breached = window
                 break  # as Flask-Limiter does: the first breach stops counting
         return windows, breached
+
+    def _fixed_windows(
+        self, ids: tuple[str, ...], items: list[RateLimitItem]
+    ) -> tuple[list[Window], Window | None]:
+        """The fixed-window strategy's hit, with one storage call per window.
+
+        ``incr`` returns the count, which gives the remaining budget; the
+        window's reset is learnt once and remembered until it passes, so a
+        steady-state request makes no ``get``/``ttl`` calls.
+        """
+        storage = self.storage
+        windows: list[Window] = []
+        for item in items:
+            key = item.key_for(*ids)
+            count = storage.incr(key, item.get_expiry(), amount=1)
+            window = Window(item, max(0, item.amount - count), self._reset(key, item, count))
+            windows.append(window)
+            if count > item.amount:
+                return windows, window
+        return windows, None
+
+    def _reset(self, key: str, item: RateLimitItem, count: int) -> float:
+        now = time.time()
+        known = self._resets.get(key)
+        # A count that did not grow means the window was restarted elsewhere.
+        if known is not None and known[0] > now and count > known[1]:
+            self._resets[key] = (known[0], count)
+            return known[0]
+        reset = now + item.get_expiry() if count == 1 else float(self.storage.get_expiry(key))
+        if len(self._resets) >= RESETS_KEPT:
+            self._resets = {k: v for k, v in self._resets.items() if v[0] > now}
+            if len(self._resets) >= RESETS_KEPT:
+                self._resets.clear()
+        self._resets[key] = (reset, count)
+        return reset
 
     def consume(self, auth: Authenticated) -> None:
         """Count this request against its owner's plan; raise 429 when spent."""

@@ -461,3 +461,19 @@ def test_429_body_reset_matches_header(host: Host) -> None:
     assert response.status_code == 429
     details = response.get_json()["error"]["details"]
     assert details["reset_at"] == response.headers["X-RateLimit-Reset"]
+
+
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])
+def test_every_strategy_counts_exactly(tmp_path: Any, storage_uri: str, strategy: str) -> None:
+    h = Host(tmp_path, storage_uri, RATELIMIT_STRATEGY=strategy)
+    try:
+        _, secret = h.key()
+        responses = [h.client.get("/read", headers=bearer(secret)) for _ in range(6)]
+        assert [r.status_code for r in responses] == [200] * 5 + [429]
+        assert [r.headers["X-RateLimit-Remaining"] for r in responses[:5]] == [
+            "4", "3", "2", "1", "0"
+        ]
+        assert ISO_Z.fullmatch(responses[0].headers["X-RateLimit-Reset"])
+    finally:
+        with h.app.app_context():
+            h.app.extensions["keyauth"].limits.limiter.reset()
