@@ -176,7 +176,9 @@ def load(config: Mapping[str, Any]) -> Settings:
         try:
             parse_many(text)
         except (ValueError, TypeError):
-            raise _fail("PLANS", f"plan {plan!r} has limits {text!r} that cannot be parsed")
+            raise _fail(
+                "PLANS", f"plan {plan!r} has limits {text!r} that cannot be parsed"
+            ) from None
         plans[plan] = split_limits(text)
     default_plan = config["KEYAUTH_DEFAULT_PLAN"]
     if default_plan not in plans or plans[default_plan] is None:

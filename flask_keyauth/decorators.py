@@ -102,7 +102,7 @@ def load_key() -> Authenticated:
             outcome = error
             if isinstance(error, (AuthenticationError, TooManyFailedAttempts)):
                 signals.auth_failed.send(
-                    current_app._get_current_object(),
+                    signals.sender(),
                     reason=error.code_name,
                     remote_addr=request.remote_addr,
                 )

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from flask import current_app
 from limits import parse_many
 
 from . import keys, signals
@@ -120,10 +119,10 @@ class KeyService:
             return None
         if not isinstance(expires_at, dt.datetime):
             raise ValueError("expires_at must be a datetime or None")
-        expires_at = as_utc(expires_at)
-        if expires_at <= self.clock():
+        checked = as_utc(expires_at)
+        if checked <= self.clock():
             raise ValueError("expires_at must be in the future")
-        return expires_at
+        return checked
 
     def check_plan(self, plan: Any, limits: Any) -> tuple[str, str | None]:
         if plan not in self.settings.plans:
@@ -301,7 +300,7 @@ class KeyService:
             self._event(conn, owner_id, record.key_id, "created", actor, remote_addr)
             plan, _ = self._owner_plan(conn, owner_id)
         info = self._info(record, plan)
-        signals.key_created.send(current_app._get_current_object(), key=info)
+        signals.key_created.send(signals.sender(), key=info)
         return info, text
 
     def update_key(
@@ -361,7 +360,7 @@ class KeyService:
         self.cache.discard(key_id)
         info = self._info(record, plan)
         if changed:
-            signals.key_revoked.send(current_app._get_current_object(), key=info)
+            signals.key_revoked.send(signals.sender(), key=info)
         return info
 
     def rotate_key(
@@ -416,7 +415,7 @@ class KeyService:
             self.cache.discard(key_id)
         old_info, new_info = self._info(old, plan), self._info(new, plan)
         signals.key_rotated.send(
-            current_app._get_current_object(), key=old_info, new_key=new_info
+            signals.sender(), key=old_info, new_key=new_info
         )
         return new_info, text
 
