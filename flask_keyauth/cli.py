@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import click
 from flask.cli import AppGroup
 
+from .audit import audit_keys
 from .decorators import get_state
 from .errors import KeyNotFound
 from .models import ApiKeyInfo, isoformat
@@ -32,7 +33,10 @@ def parse_duration(text: str) -> dt.timedelta:
     if match is None:
         raise ValueError(f"{text!r} is not a duration such as 30m, 24h, 90d or 0")
     number, unit = match.groups()
-    return dt.timedelta(**{_UNITS[unit]: int(number)})
+    try:
+        return dt.timedelta(**{_UNITS[unit]: int(number)})
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long a duration") from None
 
 
 def _row(key: ApiKeyInfo, with_owner: bool) -> str:
@@ -77,7 +81,10 @@ def create_command(
             lifetime = parse_duration(expires_in)
             if not lifetime:
                 fail("--expires-in must be longer than 0")
-            expires_at = service.clock() + lifetime
+            try:
+                expires_at = service.clock() + lifetime
+            except OverflowError:
+                fail(f"--expires-in {expires_in} ends past the year 9999")
         scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
         info, secret = service.create_key(
             owner, name, scope_list, environment, expires_at, actor="cli"
@@ -121,10 +128,14 @@ def revoke_command(key_id: str) -> None:
 def rotate_command(key_id: str, grace: str) -> None:
     """Replace a key by a new one and print the new key once."""
     try:
-        info, secret = _service().rotate_key(key_id, parse_duration(grace), actor="cli")
+        lifetime = parse_duration(grace)
+        info, secret = _service().rotate_key(key_id, lifetime, actor="cli")
     except (KeyNotFound, ValueError) as error:
         fail(str(error))
-    click.echo(f"Rotated {key_id} into {info.id}; the old key works for {grace} more.")
+    if lifetime:
+        click.echo(f"Rotated {key_id} into {info.id}; the old key works for {grace} more.")
+    else:
+        click.echo(f"Rotated {key_id} into {info.id}; the old key is revoked.")
     click.echo("Copy it now; it will not be shown again:")
     click.echo(secret)
 
@@ -141,3 +152,21 @@ def plan_command(owner: str, plan: str, limits: str | None) -> None:
     except ValueError as error:
         fail(str(error))
     click.echo(f"{owner} is on plan {name}: {'; '.join(applied)}.")
+
+
+@keys_cli.command("audit")
+@click.option("--owner", default=None, help="Only this owner's keys (default: every owner).")
+def audit_command(owner: str | None) -> None:
+    """Hygiene report of active keys: never used, idle 90+ days, never
+    expiring, past the rotation reminder, live keys with admin."""
+    service = _service()
+    try:
+        keys = service.list_keys(owner) if owner is not None else service.all_keys()
+    except ValueError as error:
+        fail(str(error))
+    findings = audit_keys(keys, service.clock(), service.settings.rotation_reminder_days)
+    for finding in findings:
+        key = finding.key
+        click.echo(f"{key.id}  {key.owner_id}  {key.redacted}  {'; '.join(finding.problems)}")
+    if not findings:
+        click.echo("No findings.", err=True)

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,21 +102,18 @@ class Settings:
 
 
 def _closure(implies: Mapping[str, list[str]]) -> dict[str, frozenset[str]]:
+    # Each scope's own walk, not a memo shared between scopes: with a cycle a
+    # memo would keep the partial set found while the cycle was being walked.
     expanded: dict[str, frozenset[str]] = {}
-
-    def visit(scope: str, path: tuple[str, ...]) -> frozenset[str]:
-        if scope in expanded:
-            return expanded[scope]
-        if scope in path:
-            return frozenset()  # a cycle grants what the rest of it grants
-        result = {scope}
-        for implied in implies[scope]:
-            result |= visit(implied, (*path, scope))
-        expanded[scope] = frozenset(result)
-        return expanded[scope]
-
     for scope in implies:
-        visit(scope, ())
+        granted = {scope}
+        todo = [scope]
+        while todo:
+            for implied in implies[todo.pop()]:
+                if implied not in granted:
+                    granted.add(implied)
+                    todo.append(implied)
+        expanded[scope] = frozenset(granted)
     return expanded
 
 
@@ -127,6 +124,11 @@ def split_limits(text: str) -> tuple[str, ...]:
 
 def _fail(name: str, message: str) -> ConfigError:
     return ConfigError(f"KEYAUTH_{name} {message}")
+
+
+def _iterable(value: Any) -> Iterable[Any]:
+    """``value`` if it can be iterated, else nothing (so the check names the key)."""
+    return value if isinstance(value, Iterable) else ()
 
 
 def _int(config: Mapping[str, Any], name: str, minimum: int) -> int:
@@ -157,11 +159,18 @@ def load(config: Mapping[str, Any]) -> Settings:
             or not all(c.isalnum() or c in "_:.-" for c in scope)
         ):
             raise _fail("SCOPES", f"has an invalid scope name {scope!r}")
-        if isinstance(implied, str) or not all(i in implies for i in implied):
+        if (
+            isinstance(implied, str)
+            or not isinstance(implied, Iterable)
+            or not all(i in implies for i in implied)
+        ):
             raise _fail("SCOPES", f"scope {scope!r} must imply a list of known scopes")
     scopes = _closure({s: list(i) for s, i in implies.items()})
 
-    environments = frozenset(config["KEYAUTH_ENVIRONMENTS_ACCEPTED"])
+    environments = config["KEYAUTH_ENVIRONMENTS_ACCEPTED"]
+    environments = frozenset(
+        (environments,) if isinstance(environments, str) else _iterable(environments)
+    )
     if not environments or not environments <= set(keys.ENVIRONMENTS):
         raise _fail("ENVIRONMENTS_ACCEPTED", "must be a non-empty subset of {'live', 'test'}")
 
@@ -191,19 +200,33 @@ def load(config: Mapping[str, Any]) -> Settings:
         raise _fail("FAILED_AUTH_LIMIT", f"{failed!r} cannot be parsed as a limit") from None
 
     styles = config["KEYAUTH_RATELIMIT_HEADERS"]
+    if not isinstance(styles, (str, Iterable)) and styles is not None:
+        raise _fail("RATELIMIT_HEADERS", f"must be a style or a list of styles, not {styles!r}")
     styles = (styles,) if isinstance(styles, str) else tuple(styles or ())
     for style in styles:
         if style not in HEADER_STYLES:
             raise _fail("RATELIMIT_HEADERS", f"has unknown style {style!r}")
 
     header_names = config["KEYAUTH_HEADER_NAMES"]
-    header_names = (header_names,) if isinstance(header_names, str) else tuple(header_names)
-    if not header_names:
+    header_names = (
+        (header_names,) if isinstance(header_names, str) else tuple(_iterable(header_names))
+    )
+    if not header_names or not all(isinstance(n, str) and n for n in header_names):
         raise _fail("HEADER_NAMES", "must name at least one header")
 
     interval = config["KEYAUTH_LAST_USED_INTERVAL"]
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:
         raise _fail("LAST_USED_INTERVAL", f"must be a number of seconds >= 0, not {interval!r}")
+
+    parallelism = _int(config, "ARGON2_PARALLELISM", 1)
+    memory_cost = _int(config, "ARGON2_MEMORY_COST", 8)
+    if memory_cost < 8 * parallelism:
+        # argon2 itself refuses this, but only at the first hash.
+        raise _fail(
+            "ARGON2_MEMORY_COST",
+            f"must be at least 8 KiB per lane (8 * KEYAUTH_ARGON2_PARALLELISM = "
+            f"{8 * parallelism}), not {memory_cost}",
+        )
 
     return Settings(
         key_prefix=prefix,
@@ -217,8 +240,8 @@ def load(config: Mapping[str, Any]) -> Settings:
         require_https=bool(config["KEYAUTH_REQUIRE_HTTPS"]),
         header_names=header_names,
         argon2_time_cost=_int(config, "ARGON2_TIME_COST", 1),
-        argon2_memory_cost=_int(config, "ARGON2_MEMORY_COST", 8),
-        argon2_parallelism=_int(config, "ARGON2_PARALLELISM", 1),
+        argon2_memory_cost=memory_cost,
+        argon2_parallelism=parallelism,
         last_used_interval=float(interval),
         login_view=config["KEYAUTH_LOGIN_VIEW"],
         base_template=config["KEYAUTH_BASE_TEMPLATE"],

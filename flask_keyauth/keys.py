@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ENVIRONMENTS = ("live", "test")
@@ -34,7 +34,8 @@ class ParsedKey:
     prefix: str
     environment: str
     key_id: str
-    secret: str
+    # Kept out of repr: a parsed key may end up in a log line or a traceback.
+    secret: str = field(repr=False)
     checksum: str
 
     @property

@@ -384,6 +384,10 @@ class KeyService:
         checked_expiry = self.check_expiry(expires_at)
         t = self.store.tables.keys
         now = self.clock()
+        try:
+            end = now + grace
+        except OverflowError:
+            raise ValueError("grace is too long: it ends past the year 9999") from None
         with self.store.engine.begin() as conn:
             old = self._record(conn, key_id)
             if old.is_revoked:
@@ -393,7 +397,6 @@ class KeyService:
             if grace == dt.timedelta(0):
                 change: dict[str, Any] = {"revoked_at": now}
             else:
-                end = now + grace
                 change = {"expires_at": min(old.expires_at, end) if old.expires_at else end}
             conn.execute(
                 sa.update(t).where(t.c.key_id == key_id, t.c.revoked_at.is_(None)).values(**change)
