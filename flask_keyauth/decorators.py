@@ -77,11 +77,12 @@ def extract_key(headers: Headers, names: Iterable[str]) -> str | None:
 def _authenticate(state: KeyAuthState) -> Authenticated:
     if state.settings.require_https and not request.is_secure:
         raise HttpsRequired()
-    text = extract_key(request.headers, state.settings.header_names)
-    if text is None:
-        raise MissingApiKey()
     gate = state.limits.failed_auth_gate(request.remote_addr) if state.limits else None
     try:
+        # Two different keys raise InvalidApiKey here: a failed attempt too.
+        text = extract_key(request.headers, state.settings.header_names)
+        if text is None:
+            raise MissingApiKey()
         parsed = keys.parse(text, state.settings.key_prefix)
         if parsed is None:
             raise InvalidApiKey()
@@ -92,29 +93,38 @@ def _authenticate(state: KeyAuthState) -> Authenticated:
         raise
 
 
-def load_key() -> Authenticated:
-    """Authenticate the current request once; raise its ``KeyAuthError``."""
+def load_key(*, refusing: bool = True) -> Authenticated:
+    """Authenticate the current request once; raise its ``KeyAuthError``.
+
+    ``refusing=False`` is for callers that only look (``current_key``): the
+    request is not refused for it, so ``auth_failed`` is not sent for it.
+    """
     outcome = g.get("_keyauth_auth")
     if outcome is None:
         try:
             outcome = _authenticate(get_state())
         except KeyAuthError as error:
             outcome = error
-            if isinstance(error, (AuthenticationError, TooManyFailedAttempts)):
-                signals.auth_failed.send(
-                    signals.sender(),
-                    reason=error.code_name,
-                    remote_addr=request.remote_addr,
-                )
         g._keyauth_auth = outcome
     if isinstance(outcome, KeyAuthError):
+        if (
+            refusing
+            and isinstance(outcome, (AuthenticationError, TooManyFailedAttempts))
+            and not g.get("_keyauth_failure_sent")
+        ):
+            g._keyauth_failure_sent = True
+            signals.auth_failed.send(
+                signals.sender(),
+                reason=outcome.code_name,
+                remote_addr=request.remote_addr,
+            )
         raise outcome
     return cast(Authenticated, outcome)
 
 
 def _current_key() -> ApiKeyInfo | None:
     try:
-        return load_key().key
+        return load_key(refusing=False).key
     except KeyAuthError:
         return None
 
