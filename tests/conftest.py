@@ -3,14 +3,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_keyauth import KeyAuth, current_key, require_key
 from flask_keyauth.models import ApiKeyInfo
+from flask_keyauth.service import KeyService
 
 from .services import postgres_database
 
@@ -76,6 +79,8 @@ def make_app(database_url: str, **config: Any) -> tuple[Flask, SQLAlchemy, KeyAu
 def app_and_keyauth(database_url: str) -> Iterator[tuple[Flask, KeyAuth]]:
     app, db, keyauth = make_app(database_url)
     yield app, keyauth
+    # Buffered usage would otherwise be written at exit, to dropped tables.
+    app.extensions["keyauth"].service.usage.take()
     with app.app_context():
         db.drop_all()
         db.engine.dispose()
@@ -123,3 +128,102 @@ def make_key(app: Flask, keyauth: KeyAuth) -> MakeKey:
 
 def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
+
+
+AppFactory = Callable[..., tuple[Flask, SQLAlchemy, KeyAuth]]
+
+
+@pytest.fixture
+def app_factory(database_url: str) -> Iterator[AppFactory]:
+    """More host apps on this test's database: ``app_factory(**config)``.
+
+    Each has its own ``KeyAuth`` state (caches, buffers), as another
+    process on the same database would.
+    """
+    made: list[tuple[Flask, SQLAlchemy, KeyAuth]] = []
+
+    def factory(**config: Any) -> tuple[Flask, SQLAlchemy, KeyAuth]:
+        made.append(make_app(database_url, **config))
+        return made[-1]
+
+    yield factory
+    for app, db, _ in reversed(made):
+        service_of(app).usage.take()
+        with app.app_context():
+            db.drop_all()
+            db.engine.dispose()
+
+
+def service_of(app: Flask) -> KeyService:
+    return app.extensions["keyauth"].service  # type: ignore[no-any-return]
+
+
+class Clock:
+    """A settable time source for ``service.clock``."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> dt.datetime:
+        self.now += dt.timedelta(**delta)
+        return self.now
+
+
+def install_clock(app: Flask, now: dt.datetime | None = None) -> Clock:
+    """Replace the app's clock by a settable one, at ``now`` (whole seconds)."""
+    clock = Clock(now or dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
+    service_of(app).clock = clock
+    return clock
+
+
+@pytest.fixture
+def clock(app: Flask) -> Clock:
+    return install_clock(app)
+
+
+@contextmanager
+def sql_statements(app: Flask) -> Iterator[list[str]]:
+    """Every SQL statement the app's key store runs inside the block."""
+    with app.app_context():
+        engine = app.extensions["keyauth"].store.engine
+    seen: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", listener)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listener)
+
+
+def writes(statements: list[str]) -> list[str]:
+    return [
+        s for s in statements if s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+    ]
+
+
+@contextmanager
+def argon2_runs(app: Flask) -> Iterator[list[int]]:
+    """One entry per argon2 verification the app runs inside the block."""
+    hasher = service_of(app).hasher
+    runs: list[int] = []
+    previous = hasher.__dict__.get("verify")
+    verify = hasher.verify
+
+    def counting(stored_hash: str, secret: str) -> bool:
+        runs.append(1)
+        return verify(stored_hash, secret)
+
+    hasher.verify = counting  # type: ignore[method-assign]
+    try:
+        yield runs
+    finally:
+        if previous is None:
+            del hasher.verify
+        else:
+            hasher.verify = previous  # type: ignore[method-assign]

@@ -1,0 +1,289 @@
+"""``flask keys …`` (SPEC §8, §11)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_keyauth import KeyAuth
+
+from .conftest import Clock, MakeKey, bearer, service_of
+from .test_keys import DOCUMENTED
+
+KEY_IN_TEXT = re.compile(r"sk_(?:live|test)_[0-9A-Za-z]{50}")
+
+
+def keys(runner: Any, *args: str) -> Any:
+    return runner.invoke(args=["keys", *args])
+
+
+def printed_key(result: Any) -> str:
+    assert result.exit_code == 0, result.output
+    found = KEY_IN_TEXT.findall(result.stdout)
+    assert len(found) == 1, result.stdout
+    assert result.stdout.count(found[0]) == 1
+    assert found[0] not in result.stderr
+    return str(found[0])
+
+
+def one_line_error(result: Any) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return str(lines[0])
+
+
+# -- create ---------------------------------------------------------------------------
+
+
+def test_create_prints_the_key_once(app: Flask, runner: Any, client: Any) -> None:
+    result = keys(runner, "create", "--owner", "acme", "--name", "deploys",
+                  "--scopes", "read,write", "--env", "test")
+    secret = printed_key(result)
+    assert secret.startswith("sk_test_")
+    with app.app_context():
+        info = service_of(app).get_key(secret[8:20])
+    assert info.id in result.stdout
+    assert (info.owner_id, info.name, info.environment) == ("acme", "deploys", "test")
+    assert info.granted_scopes == ("read", "write") and info.expires_at is None
+    assert client.post("/write", headers=bearer(secret)).status_code == 200
+
+
+def test_create_defaults(app: Flask, runner: Any) -> None:
+    secret = printed_key(keys(runner, "create", "--owner", "acme", "--name", "k"))
+    assert DOCUMENTED.fullmatch(secret) and secret.startswith("sk_live_")
+    with app.app_context():
+        assert service_of(app).get_key(secret[8:20]).granted_scopes == ("read",)
+
+
+@pytest.mark.parametrize(
+    ("text", "delta"),
+    [("30m", dt.timedelta(minutes=30)), ("24h", dt.timedelta(hours=24)),
+     ("90d", dt.timedelta(days=90)), ("45s", dt.timedelta(seconds=45))],
+)
+def test_create_with_expiry(
+    app: Flask, runner: Any, clock: Clock, text: str, delta: dt.timedelta
+) -> None:
+    secret = printed_key(
+        keys(runner, "create", "--owner", "acme", "--name", "k", "--expires-in", text)
+    )
+    with app.app_context():
+        assert service_of(app).get_key(secret[8:20]).expires_at == clock.now + delta
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scopes", "read,superuser"], "unknown scope 'superuser'"),
+        (["--expires-in", "soon"], "duration"),
+        (["--expires-in", "10w"], "duration"),
+        (["--expires-in", "-5d"], "duration"),
+        (["--expires-in", "0"], "longer than 0"),
+        (["--expires-in", "99999999999d"], "too long"),
+        (["--expires-in", "3000000d"], "9999"),
+        (["--name", "n" * 129], "128"),
+    ],
+)
+def test_create_refuses_bad_arguments(
+    app: Flask, runner: Any, args: list[str], message: str
+) -> None:
+    base = {"--owner": "acme", "--name": "k"}
+    for flag in args[::2]:
+        base.pop(flag, None)
+    flat = [part for pair in base.items() for part in pair]
+    line = one_line_error(keys(runner, "create", *flat, *args))
+    assert message in line
+    with app.app_context():
+        assert service_of(app).all_keys() == []
+
+
+# -- list -----------------------------------------------------------------------------
+
+
+def test_list_never_prints_a_key(app: Flask, runner: Any, make_key: MakeKey) -> None:
+    acme, acme_secret = make_key(owner="acme", name="acme key")
+    globex, globex_secret = make_key(owner="globex", name="globex key", environment="test")
+    revoked, revoked_secret = make_key(owner="acme", name="old one")
+    with app.app_context():
+        service_of(app).revoke_key(revoked.id)
+
+    everyone = keys(runner, "list")
+    assert everyone.exit_code == 0
+    lines = everyone.stdout.splitlines()
+    assert len(lines) == 3
+    for info in (acme, globex, revoked):
+        (line,) = [ln for ln in lines if ln.startswith(info.id)]
+        assert info.owner_id in line and info.redacted in line and info.name in line
+    assert "revoked" in next(ln for ln in lines if ln.startswith(revoked.id))
+
+    only_acme = keys(runner, "list", "--owner", "acme")
+    assert only_acme.exit_code == 0
+    ids = [line.split()[0] for line in only_acme.stdout.splitlines()]
+    assert sorted(ids) == sorted([acme.id, revoked.id])
+
+    for result in (everyone, only_acme):
+        for secret in (acme_secret, globex_secret, revoked_secret):
+            assert secret not in result.output
+            assert secret[20:52] not in result.output
+        assert not KEY_IN_TEXT.search(result.output)
+
+
+def test_list_with_no_keys(runner: Any) -> None:
+    result = keys(runner, "list", "--owner", "nobody")
+    assert result.exit_code == 0 and result.stdout == ""
+
+
+# -- revoke ---------------------------------------------------------------------------
+
+
+def test_revoke(app: Flask, runner: Any, client: Any, make_key: MakeKey) -> None:
+    info, secret = make_key()
+    assert client.get("/read", headers=bearer(secret)).status_code == 200
+    result = keys(runner, "revoke", info.id)
+    assert result.exit_code == 0 and info.id in result.stdout
+    assert secret not in result.output
+    assert client.get("/read", headers=bearer(secret)).status_code == 401
+    # Again: a no-op, not an error.
+    assert keys(runner, "revoke", info.id).exit_code == 0
+
+
+@pytest.mark.parametrize("key_id", ["AAAAAAAAAAAA", "nope"])
+def test_revoke_unknown_id(runner: Any, key_id: str) -> None:
+    assert key_id in one_line_error(keys(runner, "revoke", key_id))
+
+
+# -- rotate ---------------------------------------------------------------------------
+
+
+def test_rotate_prints_the_new_key_once(
+    app: Flask, runner: Any, client: Any, make_key: MakeKey, clock: Clock
+) -> None:
+    old, old_secret = make_key(["write"], name="deploys")
+    result = keys(runner, "rotate", old.id, "--grace", "30m")
+    new_secret = printed_key(result)
+    assert new_secret != old_secret and old_secret not in result.output
+    with app.app_context():
+        new = service_of(app).get_key(new_secret[8:20])
+        assert service_of(app).get_key(old.id).expires_at == clock.now + dt.timedelta(minutes=30)
+    assert (new.name, new.granted_scopes) == ("deploys", ("write",))
+    assert client.get("/read", headers=bearer(old_secret)).status_code == 200
+    assert client.get("/read", headers=bearer(new_secret)).status_code == 200
+
+
+def test_rotate_default_grace_is_24h(app: Flask, runner: Any, make_key: MakeKey,
+                                     clock: Clock) -> None:
+    old, _ = make_key()
+    printed_key(keys(runner, "rotate", old.id))
+    with app.app_context():
+        assert service_of(app).get_key(old.id).expires_at == clock.now + dt.timedelta(hours=24)
+
+
+def test_rotate_with_zero_grace(app: Flask, runner: Any, client: Any, make_key: MakeKey) -> None:
+    old, old_secret = make_key()
+    result = keys(runner, "rotate", old.id, "--grace", "0")
+    new_secret = printed_key(result)
+    assert "revoked" in result.stdout
+    assert client.get("/read", headers=bearer(old_secret)).status_code == 401
+    assert client.get("/read", headers=bearer(new_secret)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["AAAAAAAAAAAA"], "AAAAAAAAAAAA"),
+        (["{id}", "--grace", "a while"], "duration"),
+        (["{id}", "--grace", "-1h"], "duration"),
+        (["{id}", "--grace", "99999999999d"], "too long"),
+    ],
+)
+def test_rotate_refuses_bad_arguments(
+    app: Flask, runner: Any, make_key: MakeKey, args: list[str], message: str
+) -> None:
+    info, _ = make_key()
+    line = one_line_error(keys(runner, "rotate", *[a.format(id=info.id) for a in args]))
+    assert message in line
+    with app.app_context():
+        assert [k.id for k in service_of(app).all_keys()] == [info.id]
+
+
+# -- plan -----------------------------------------------------------------------------
+
+
+def test_plan(app: Flask, runner: Any) -> None:
+    result = keys(runner, "plan", "acme", "starter")
+    assert result.exit_code == 0 and "starter" in result.stdout
+    result = keys(runner, "plan", "acme", "enterprise", "--limits", "5000/hour;100000/day")
+    assert result.exit_code == 0 and "5000/hour" in result.stdout
+    with app.app_context():
+        assert service_of(app).get_plan("acme") == ("enterprise", ("5000/hour", "100000/day"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["acme", "platinum"], "unknown plan 'platinum'"),
+        (["acme", "enterprise"], "limits"),
+        (["acme", "enterprise", "--limits", "plenty"], "cannot be parsed"),
+    ],
+)
+def test_plan_refuses_bad_arguments(
+    app: Flask, runner: Any, args: list[str], message: str
+) -> None:
+    assert message in one_line_error(keys(runner, "plan", *args))
+    with app.app_context():
+        assert service_of(app).get_plan("acme")[0] == "free"
+
+
+# -- audit ----------------------------------------------------------------------------
+
+
+def test_audit(app: Flask, runner: Any, client: Any, make_key: MakeKey, clock: Clock) -> None:
+    start = clock.now
+    fresh, _ = make_key(owner="acme", expires_at=start + dt.timedelta(days=365))
+    unused, _ = make_key(owner="acme", environment="test", expires_at=start + dt.timedelta(400))
+    admin, admin_secret = make_key(["admin"], owner="globex")
+    revoked, _ = make_key(owner="acme")
+    with app.app_context():
+        service_of(app).revoke_key(revoked.id)
+    clock.advance(days=100)
+    assert client.get("/read", headers=bearer(admin_secret)).status_code == 200
+    clock.advance(days=1)
+    # fresh was last used 101 days ago; unused never was.
+    service = service_of(app)
+    service.usage.record(fresh.id, start)
+    with app.app_context():
+        service.flush_usage()
+
+    result = keys(runner, "audit")
+    assert result.exit_code == 0
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert set(lines) == {fresh.id, unused.id, admin.id}  # the revoked key is left out
+    assert "idle 90+ days" in lines[fresh.id] and "never expires" not in lines[fresh.id]
+    assert "never used" in lines[unused.id]
+    assert "past the rotation reminder" in lines[unused.id]
+    assert "live key with admin" in lines[admin.id] and "never expires" in lines[admin.id]
+    assert "never used" not in lines[admin.id] and "idle" not in lines[admin.id]
+    assert "live key with admin" not in lines[fresh.id]
+    for info in (fresh, unused, admin):
+        assert info.redacted in lines[info.id]
+    assert not KEY_IN_TEXT.search(result.output)
+
+    only = keys(runner, "audit", "--owner", "globex")
+    assert [line.split()[0] for line in only.stdout.splitlines()] == [admin.id]
+
+
+def test_audit_with_nothing_to_say(app: Flask, runner: Any, keyauth: KeyAuth,
+                                   clock: Clock) -> None:
+    with app.app_context():
+        (key, _) = keyauth.create_key("acme", "k", environment="test",
+                                      expires_at=clock.now + dt.timedelta(days=30))
+    service_of(app).usage.record(key.id, clock.now)
+    result = keys(runner, "audit")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert keys(runner, "audit", "--owner", "").exit_code == 2
