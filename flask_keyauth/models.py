@@ -179,6 +179,49 @@ class ApiKeyInfo:
 
 
 @dataclass(frozen=True)
+class KeyEvent:
+    """One entry of an owner's audit trail. It never holds a secret."""
+
+    id: int
+    owner_id: str
+    key_id: str | None
+    #: ``created``, ``renamed``, ``expiry_changed``, ``revoked``, ``rotated``
+    #: or ``plan_changed``.
+    action: str
+    #: Who did it: ``session:<owner>``, ``key:<key id>``, ``cli`` or ``None``
+    #: (host code calling the service API).
+    actor: str | None
+    remote_addr: str | None
+    #: What changed, where the action has more to say: the new key of a
+    #: rotation, the new expiry, the plan and its limits.
+    detail: str | None
+    at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> KeyEvent:
+        return cls(
+            id=row.id,
+            owner_id=row.owner_id,
+            key_id=row.key_id,
+            action=row.action,
+            actor=row.actor,
+            remote_addr=row.remote_addr,
+            detail=row.detail,
+            at=row.at,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "key_id": self.key_id,
+            "actor": self.actor,
+            "remote_addr": self.remote_addr,
+            "detail": self.detail,
+            "at": isoformat(self.at),
+        }
+
+
+@dataclass(frozen=True)
 class KeyRecord:
     """One row of ``keyauth_api_keys`` and the rules that hold for it."""
 

@@ -20,12 +20,25 @@ from . import keys, signals
 from .config import Settings, split_limits
 from .errors import ExpiredApiKey, InvalidApiKey, KeyNotFound, StorageUnavailable
 from .hashing import Hasher, VerifiedCache
-from .models import NAME_MAX, ApiKeyInfo, KeyRecord, Tables, as_utc, isoformat, join_scopes
+from .models import (
+    NAME_MAX,
+    ApiKeyInfo,
+    KeyEvent,
+    KeyRecord,
+    Tables,
+    as_utc,
+    isoformat,
+    join_scopes,
+)
 from .usage import UsageBuffer
 
 logger = logging.getLogger("flask_keyauth")
 
 OWNER_MAX = 255
+#: The longest usage history one call returns, in days.
+USAGE_DAYS_MAX = 90
+#: The most events one call returns.
+EVENTS_MAX = 500
 _UNSET: Any = object()
 
 
@@ -211,6 +224,48 @@ class KeyService:
             self._info(KeyRecord.from_row(row), self.resolve_plan(row.plan, row.limits)[0])
             for row in rows
         ]
+
+    def daily_usage(
+        self, key_id: str, days: int = 30, today: dt.date | None = None
+    ) -> list[tuple[dt.date, int]]:
+        """Requests per day for the last ``days`` days (1 to 90), oldest
+        first, every day listed (zeros included), today last.
+
+        Written counts plus what this process still holds in its buffer;
+        other processes' buffers show up within ``KEYAUTH_LAST_USED_INTERVAL``.
+        """
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= USAGE_DAYS_MAX:
+            raise ValueError(f"days must be a whole number from 1 to {USAGE_DAYS_MAX}")
+        last = today or self.clock().date()
+        first = last - dt.timedelta(days=days - 1)
+        usage = self.store.tables.usage
+        with self.store.engine.connect() as conn:
+            self._record(conn, key_id)
+            rows = conn.execute(
+                sa.select(usage.c.day, usage.c.requests).where(
+                    usage.c.key_id == key_id, usage.c.day >= first, usage.c.day <= last
+                )
+            ).all()
+        counts: dict[dt.date, int] = {row.day: row.requests for row in rows}
+        for day, n in self.usage.pending_requests(key_id).items():
+            counts[day] = counts.get(day, 0) + n
+        return [
+            (day, counts.get(day, 0))
+            for day in (first + dt.timedelta(days=i) for i in range(days))
+        ]
+
+    def events(
+        self, owner_id: str, key_id: str | None = None, limit: int = EVENTS_MAX
+    ) -> list[KeyEvent]:
+        """An owner's audit trail, newest first (one key's with ``key_id``)."""
+        _check_owner(owner_id)
+        t = self.store.tables.events
+        query = sa.select(t).where(t.c.owner_id == owner_id)
+        if key_id is not None:
+            query = query.where(t.c.key_id == key_id)
+        query = query.order_by(t.c.at.desc(), t.c.id.desc()).limit(max(1, min(limit, EVENTS_MAX)))
+        with self.store.engine.connect() as conn:
+            return [KeyEvent.from_row(row) for row in conn.execute(query)]
 
     def get_plan(self, owner_id: str) -> tuple[str, tuple[str, ...]]:
         """The plan name and limits of an owner."""

@@ -1,4 +1,8 @@
-"""The ``keyauth`` blueprint: the key pages and the JSON API."""
+"""The ``keyauth`` blueprint: the key pages and the JSON API.
+
+Hosts register it with ``app.register_blueprint(blueprint, url_prefix=...)``,
+before or after ``init_app``.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,18 @@ from flask import Blueprint
 
 from ..decorators import get_state
 
-blueprint = Blueprint("keyauth", __name__, template_folder="../templates")
+blueprint = Blueprint(
+    "keyauth",
+    __name__,
+    template_folder="../templates",
+    static_folder="../static/keyauth",
+    static_url_path="/static",
+)
 
 
 @blueprint.before_request
 def _require_init() -> None:
     get_state()  # a clear RuntimeError when init_app never ran on this app
+
+
+from . import api, pages  # noqa: E402, F401  (routes register on import)

@@ -1,0 +1,3 @@
+"""The JSON API of the blueprint."""
+
+from __future__ import annotations

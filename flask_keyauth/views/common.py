@@ -1,0 +1,58 @@
+"""What the pages and the JSON API share: the session owner and CSRF."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import request
+from flask_wtf.csrf import generate_csrf, validate_csrf
+from wtforms.validators import ValidationError as WTFValidationError
+
+from ..decorators import get_state
+from ..errors import CsrfFailed
+
+#: Methods that change nothing and need no CSRF token.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def session_owner() -> str | None:
+    """The owner id of this browser session, from ``@keyauth.owner_loader``."""
+    return get_state().extension.current_owner()
+
+
+def session_actor(owner_id: str) -> str:
+    """How the audit trail names a change made from a browser session."""
+    return f"session:{owner_id}"
+
+
+def key_actor(key_id: str) -> str:
+    """How the audit trail names a change made with an ``admin`` key."""
+    return f"key:{key_id}"
+
+
+def csrf_token() -> str:
+    """The CSRF token for this session's forms and ``X-CSRFToken`` headers."""
+    return str(generate_csrf())  # type: ignore[no-untyped-call]
+
+
+def check_csrf() -> None:
+    """Refuse a state-changing session request without a valid CSRF token.
+
+    The token comes from the ``csrf_token`` form field or the
+    ``X-CSRFToken`` header (Flask-WTF's). A request a browser marks as
+    cross-site, or whose ``Origin`` is another site, is refused too.
+    """
+    if request.method in SAFE_METHODS:
+        return
+    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        raise CsrfFailed("Cross-site requests cannot change API keys.")
+    origin = request.headers.get("Origin")
+    if origin and origin != "null":
+        parts = urlsplit(origin)
+        if parts.netloc != request.host:
+            raise CsrfFailed("Cross-site requests cannot change API keys.")
+    token = request.headers.get("X-CSRFToken") or request.form.get("csrf_token")
+    try:
+        validate_csrf(token)  # type: ignore[no-untyped-call]
+    except WTFValidationError as error:
+        raise CsrfFailed(f"The CSRF token is missing or invalid: {error}") from None

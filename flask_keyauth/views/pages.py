@@ -1,0 +1,3 @@
+"""The HTML pages of the blueprint."""
+
+from __future__ import annotations
