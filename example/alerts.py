@@ -1,0 +1,106 @@
+"""Alerts on unusual key usage, built on flask-keyauth's signals.
+
+The README's recipe, runnable: ``install(app, notify)`` subscribes to
+
+- ``auth_failed``: a burst of failures from one address (someone guessing
+  keys, or a client deployed with a revoked key) alerts once per burst;
+- ``rate_limited``: an owner that runs into its plan alerts once per limit
+  and window, a sign of a runaway script or a plan that is too small;
+- ``key_revoked``: every revocation, for the security log.
+
+and :func:`usage_spikes` compares each key's requests today with its own
+average over the previous days, for a job that runs every few minutes.
+``notify`` is any callable taking one line of text: a logger, a chat webhook
+or a pager. Signals are sent synchronously inside the request, so keep it
+fast (hand the line to a queue when it talks to the network).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+from flask_keyauth import ApiKeyInfo, KeyAuth, auth_failed, key_revoked, rate_limited
+
+Notify = Callable[[str], None]
+
+
+class Burst:
+    """Counts events per subject in a sliding window and says when a count
+    first reaches the threshold (once per burst, not once per event)."""
+
+    def __init__(
+        self, threshold: int, seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.threshold = threshold
+        self.seconds = seconds
+        self.clock = clock
+        self._seen: defaultdict[str, deque[float]] = defaultdict(deque)
+
+    def hit(self, subject: str) -> bool:
+        now = self.clock()
+        seen = self._seen[subject]
+        while seen and seen[0] <= now - self.seconds:
+            seen.popleft()
+        seen.append(now)
+        return len(seen) == self.threshold
+
+
+def install(
+    app: Flask,
+    notify: Notify,
+    *,
+    failures: int = 20,
+    failure_seconds: float = 60,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Send ``notify`` a line for each unusual event on ``app``."""
+    burst = Burst(failures, failure_seconds, clock)
+    # (owner, limit) -> the hour it last alerted in: one alert per limit an hour.
+    limited: dict[tuple[str, str], int] = {}
+
+    def on_auth_failed(sender: Flask, reason: str, remote_addr: str | None, **_: Any) -> None:
+        if burst.hit(remote_addr or "unknown"):
+            notify(
+                f"{failures} failed API key attempts from {remote_addr} within "
+                f"{failure_seconds:g}s (last: {reason})"
+            )
+
+    def on_rate_limited(sender: Flask, key: ApiKeyInfo, limit: str, **_: Any) -> None:
+        hour = int(clock() // 3600)
+        if limited.get((key.owner_id, limit)) != hour:
+            limited[(key.owner_id, limit)] = hour
+            notify(f"owner {key.owner_id} hit its plan limit {limit} (key {key.id})")
+
+    def on_revoked(sender: Flask, key: ApiKeyInfo, **_: Any) -> None:
+        notify(f"key {key.redacted} ({key.name!r}) of {key.owner_id} was revoked")
+
+    # weak=False: the receivers are closures that would otherwise be collected.
+    auth_failed.connect(on_auth_failed, sender=app, weak=False)
+    rate_limited.connect(on_rate_limited, sender=app, weak=False)
+    key_revoked.connect(on_revoked, sender=app, weak=False)
+
+
+def usage_spikes(
+    keyauth: KeyAuth, owner_id: str, *, factor: float = 5.0, minimum: int = 100, days: int = 8
+) -> list[str]:
+    """Keys of ``owner_id`` whose requests today exceed ``factor`` times their
+    daily average over the previous ``days - 1`` days (and ``minimum``).
+    Run it in an app context, e.g. from a scheduled job."""
+    lines = []
+    for key in keyauth.list_keys(owner_id):
+        if key.status != "active":
+            continue
+        history = keyauth.service.daily_usage(key.id, days)
+        *before, (_, today) = history
+        average = sum(n for _, n in before) / max(1, len(before))
+        if today >= minimum and today > factor * average:
+            lines.append(
+                f"key {key.redacted} of {owner_id}: {today} requests today, "
+                f"{average:.0f} a day before"
+            )
+    return lines

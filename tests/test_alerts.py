@@ -1,0 +1,86 @@
+"""The README's alerting recipe (example/alerts.py) on real requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from example.alerts import Burst, install, usage_spikes
+from flask_keyauth import KeyAuth
+
+from .conftest import bearer, make_app, service_of
+
+FORGED = "sk_live_" + "A" * 44
+
+
+@pytest.fixture
+def alerting(tmp_path: Any) -> Iterator[tuple[Flask, KeyAuth, list[str]]]:
+    app, db, keyauth = make_app(
+        f"sqlite:///{tmp_path / 'alerts.db'}",
+        KEYAUTH_PLANS={"free": "3/hour"},
+        KEYAUTH_FAILED_AUTH_LIMIT="1000/minute",
+    )
+    lines: list[str] = []
+    install(app, lines.append, failures=5, failure_seconds=60)
+    yield app, keyauth, lines
+    service_of(app).usage.take()
+    with app.app_context():
+        db.drop_all()
+        db.engine.dispose()
+
+
+def test_burst_counts_once_per_burst_in_a_sliding_window() -> None:
+    now = [0.0]
+    burst = Burst(3, 10, clock=lambda: now[0])
+    assert [burst.hit("a") for _ in range(4)] == [False, False, True, False]
+    assert burst.hit("b") is False  # per subject
+    now[0] = 11
+    assert [burst.hit("a") for _ in range(3)] == [False, False, True]
+
+
+def test_a_burst_of_failures_from_one_address_alerts_once(alerting: Any) -> None:
+    app, _, lines = alerting
+    client = app.test_client()
+    for _ in range(12):
+        assert client.get("/read", headers={"X-API-Key": FORGED}).status_code == 401
+    assert len(lines) == 1
+    assert "5 failed API key attempts from 127.0.0.1" in lines[0]
+    assert FORGED not in lines[0]
+
+
+def test_a_spent_plan_alerts_once_and_a_revocation_alerts(alerting: Any) -> None:
+    app, keyauth, lines = alerting
+    with app.app_context():
+        info, secret = keyauth.create_key("acme", "deploy bot")
+    client = app.test_client()
+    statuses = [client.get("/read", headers=bearer(secret)).status_code for _ in range(6)]
+    assert statuses == [200, 200, 200, 429, 429, 429]
+    assert lines == [f"owner acme hit its plan limit 3 per 1 hour (key {info.id})"]
+    with app.app_context():
+        keyauth.revoke_key(info.id)
+    assert lines[-1] == f"key {info.redacted} ('deploy bot') of acme was revoked"
+    assert all(secret not in line for line in lines)
+
+
+def test_usage_spikes_compare_today_with_the_days_before(alerting: Any) -> None:
+    app, keyauth, _ = alerting
+    service = service_of(app)
+    with app.app_context():
+        quiet, _ = keyauth.create_key("acme", "quiet")
+        busy, _ = keyauth.create_key("acme", "busy")
+        today = service.clock()
+        for days_ago in range(1, 8):
+            for key_id in (quiet.id, busy.id):
+                service.usage.record(key_id, today - dt.timedelta(days=days_ago))
+        for _ in range(150):
+            service.usage.record(busy.id, today)
+        for _ in range(2):
+            service.usage.record(quiet.id, today)
+        service.flush_usage()
+        spikes = usage_spikes(keyauth, "acme")
+    assert len(spikes) == 1
+    assert spikes[0].startswith(f"key {busy.redacted} of acme: 150 requests today")
