@@ -17,6 +17,7 @@ from .audit import audit_keys
 from .decorators import get_state
 from .errors import KeyNotFound
 from .models import ApiKeyInfo, isoformat
+from .scan import scan
 
 _DURATION = re.compile(r"(\d+)([smhd]?)")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "": "seconds"}
@@ -170,3 +171,24 @@ def audit_command(owner: str | None) -> None:
         click.echo(f"{key.id}  {key.owner_id}  {key.redacted}  {'; '.join(finding.problems)}")
     if not findings:
         click.echo("No findings.", err=True)
+
+
+@keys_cli.command("scan", with_appcontext=False)
+@click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=True)
+)
+def scan_command(paths: tuple[str, ...]) -> None:
+    """Find committed keys in files and folders (exit status 1 when found).
+
+    Only real keys are reported: the pattern and the checksum must both
+    match. Findings are printed redacted, ``path:line: sk_live_<id>…<last 4>``.
+    """
+    findings = scan(paths)
+    for finding in findings:
+        click.echo(str(finding))
+    if findings:
+        click.echo(
+            f"{len(findings)} API key(s) found: revoke them and remove them from the files.",
+            err=True,
+        )
+        raise click.exceptions.Exit(1)

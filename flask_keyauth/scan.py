@@ -20,8 +20,6 @@ CANDIDATE = re.compile(
     r"(?![0-9A-Za-z])"
 )
 SKIPPED_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox"}
-#: Files larger than this are not read.
-MAX_FILE_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -34,17 +32,21 @@ class Finding:
         return f"{self.path}:{self.line}: {self.redacted}"
 
 
+def find_in_line(line: str) -> Iterator[str]:
+    """The redacted form of every real key in one line."""
+    if "_live_" not in line and "_test_" not in line:
+        return
+    for match in CANDIDATE.finditer(line):
+        parsed = keys.parse(match.group(0), match.group(1))
+        if parsed is not None:
+            yield keys.redact(parsed.prefix, parsed.environment, parsed.key_id, parsed.text[-4:])
+
+
 def find_in_text(text: str) -> Iterator[tuple[int, str]]:
     """(line number, redacted key) for every real key in ``text``."""
     for number, line in enumerate(text.splitlines(), start=1):
-        if "_live_" not in line and "_test_" not in line:
-            continue
-        for match in CANDIDATE.finditer(line):
-            parsed = keys.parse(match.group(0), match.group(1))
-            if parsed is not None:
-                yield number, keys.redact(
-                    parsed.prefix, parsed.environment, parsed.key_id, parsed.text[-4:]
-                )
+        for redacted in find_in_line(line):
+            yield number, redacted
 
 
 def files_under(paths: Iterable[str]) -> Iterator[Path]:
@@ -66,13 +68,26 @@ def scan(paths: Iterable[str]) -> list[Finding]:
     findings = []
     for path in files_under(paths):
         try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                continue
-            data = path.read_bytes()
+            with path.open("rb") as file:
+                if b"\0" in file.read(8192):
+                    continue  # binary
+                file.seek(0)
+                # Line by line: a key in a large dump is found as surely as
+                # in a small file, without reading it whole.
+                for number, raw in enumerate(file, start=1):
+                    line = raw.decode("utf-8", errors="replace")
+                    findings += [Finding(str(path), number, red) for red in find_in_line(line)]
         except OSError:
             continue
-        if b"\0" in data[:8192]:
-            continue  # binary
-        text = data.decode("utf-8", errors="replace")
-        findings += [Finding(str(path), line, red) for line, red in find_in_text(text)]
     return findings
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m flask_keyauth.scan PATH...``: the scan without a Flask app."""
+    from .cli import scan_command
+
+    scan_command.main(argv, prog_name="python -m flask_keyauth.scan")
+
+
+if __name__ == "__main__":
+    main()

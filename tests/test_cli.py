@@ -287,3 +287,114 @@ def test_audit_with_nothing_to_say(app: Flask, runner: Any, keyauth: KeyAuth,
     result = keys(runner, "audit")
     assert result.exit_code == 0 and result.stdout == ""
     assert keys(runner, "audit", "--owner", "").exit_code == 2
+
+
+# -- scan ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scan_runner(tmp_path: Any) -> Any:
+    from .conftest import make_app
+
+    scan_app, _, _ = make_app(f"sqlite:///{tmp_path / 'scan.db'}")
+    return scan_app.test_cli_runner()
+
+
+def plant(tmp_path: Any) -> tuple[Any, list[str]]:
+    """A small repository with three real keys (one of another prefix) and decoys."""
+    from flask_keyauth import keys as key_format
+
+    tree = tmp_path / "repo"
+    (tree / "config").mkdir(parents=True)
+    live = key_format.generate("sk", "live").text
+    test = key_format.generate("sk", "test").text
+    other = key_format.generate("acme", "live").text
+    (tree / "config" / "settings.py").write_text(f'DEBUG = True\nAPI_KEY = "{live}"\n')
+    (tree / ".env").write_text(f"# test key\n\nKEYAUTH_TEST={test} OTHER={other}\n")
+    decoy = "sk_live_" + "A" * 50
+    (tree / "README.md").write_text(f"Keys look like `{decoy}`.\n")
+    return tree, [live, test, other]
+
+
+def test_scan_finds_committed_keys_redacted_and_exits_1(tmp_path: Any, scan_runner: Any) -> None:
+    tree, planted = plant(tmp_path)
+    result = scan_runner.invoke(args=["keys", "scan", str(tree)])
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    assert {line.split(": ")[0] for line in lines} == {
+        f"{tree / 'config' / 'settings.py'}:2",
+        f"{tree / '.env'}:3",
+    }
+    for key in planted:
+        # Never the key nor its secret part, on either stream.
+        assert key not in result.output and key[-44:-6] not in result.output
+        redacted = f"{key[:-38]}\u2026{key[-4:]}"  # prefix_env_<id>…<last 4>
+        assert any(line.endswith(redacted) for line in lines), (redacted, lines)
+    assert "3 API key(s) found" in result.stderr
+
+
+def test_scan_of_a_clean_tree_exits_0(tmp_path: Any, scan_runner: Any) -> None:
+    import secrets
+
+    from flask_keyauth import keys as key_format
+
+    tree = tmp_path / "clean"
+    tree.mkdir()
+    shaped = [
+        f"sk_{env}_" + "".join(secrets.choice(key_format.ALPHABET) for _ in range(50))
+        for env in ("live", "test") * 250
+    ]
+    (tree / "fixtures.txt").write_text("\n".join(shaped))
+    real = key_format.generate().text
+    (tree / "typo.txt").write_text(real[:-1] + ("0" if real[-1] != "0" else "1"))
+    result = scan_runner.invoke(args=["keys", "scan", str(tree), str(tree / "typo.txt")])
+    assert (result.exit_code, result.stdout) == (0, "")
+
+
+def test_scan_finds_a_key_deep_in_a_large_file(tmp_path: Any, scan_runner: Any) -> None:
+    from flask_keyauth import keys as key_format
+
+    key = key_format.generate().text
+    dump = tmp_path / "dump.log"
+    with dump.open("w") as file:
+        for n in range(200_000):
+            file.write(f"{n:08d} some line of an old log, padding the file out\n")
+        file.write(f"00000000 request with Authorization: Bearer {key}\n")
+    assert dump.stat().st_size > 10 * 1024 * 1024
+    result = scan_runner.invoke(args=["keys", "scan", str(dump)])
+    assert result.exit_code == 1
+    assert result.stdout.startswith(f"{dump}:200001: sk_live_")
+    assert key not in result.output
+
+
+@pytest.mark.parametrize("args", [[], ["/no/such/path"]], ids=["no path", "missing path"])
+def test_scan_bad_arguments_exit_2(scan_runner: Any, args: list[str]) -> None:
+    result = scan_runner.invoke(args=["keys", "scan", *args])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "Traceback" not in result.output
+
+
+def test_scan_runs_without_an_app_for_pre_commit(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    tree, planted = plant(tmp_path)
+    found = subprocess.run(
+        [sys.executable, "-m", "flask_keyauth.scan", str(tree / ".env"), str(tree / "README.md")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert found.returncode == 1, found.stderr
+    assert len(found.stdout.splitlines()) == 2
+    assert not any(key in found.stdout + found.stderr for key in planted)
+    clean = subprocess.run(
+        [sys.executable, "-m", "flask_keyauth.scan", str(tree / "README.md")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert (clean.returncode, clean.stdout) == (0, "")
+    bad = subprocess.run(
+        [sys.executable, "-m", "flask_keyauth.scan", str(tmp_path / "nope")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert bad.returncode == 2
