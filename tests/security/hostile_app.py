@@ -1,0 +1,44 @@
+"""The app the hostile tests serve with gunicorn.
+
+Configured from the environment: ``TESTAPP_*`` variables become config keys
+(values JSON-decoded, as Flask's ``from_prefixed_env`` does), so a test sets
+``TESTAPP_KEYAUTH_FAILED_AUTH_LIMIT`` and the like.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask
+from flask.wrappers import Response
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_keyauth import KeyAuth, current_key, require_key
+
+db = SQLAlchemy()
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        KEYAUTH_ARGON2_TIME_COST=1,
+        KEYAUTH_ARGON2_MEMORY_COST=8,
+        KEYAUTH_ARGON2_PARALLELISM=1,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+    )
+    app.config.from_prefixed_env("TESTAPP")
+    db.init_app(app)
+    KeyAuth(app, db=db)
+
+    @app.get("/read")
+    @require_key("read")
+    def read() -> dict[str, Any]:
+        return {"key": current_key.id}
+
+    @app.after_request
+    def worker(response: Response) -> Response:
+        response.headers["X-Worker-Pid"] = str(os.getpid())
+        return response
+
+    return app
