@@ -1,9 +1,15 @@
 """The flask-keyauth demo: an API with read and write routes behind keys.
 
-Run it with ``flask --app example.app run`` and create keys with
+Run it with ``flask --app example.app run``, open http://127.0.0.1:5000/,
+sign in (any organisation id: the sign-in is pretend) and manage keys under
+Settings → API keys. Keys can also be made from the command line:
 ``flask --app example.app keys create --owner acme --name demo --scopes read,write``.
 It uses SQLite (``instance/demo.db``) and in-memory rate limits: nothing else
 to install.
+
+The key pages use the demo's own layout (``demo/base.html``, through
+``KEYAUTH_BASE_TEMPLATE``), which extends the bundled ``keyauth/base.html``
+to put the demo's name and a sign-out link in the top bar.
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from __future__ import annotations
 import os
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
-from flask import Flask, redirect, render_template_string, request, session, url_for
+from flask import Flask, redirect, render_template, request, session, url_for
 from flask_sqlalchemy import SQLAlchemy
+from jinja2 import ChoiceLoader, DictLoader
 from werkzeug.wrappers import Response
 
 from flask_keyauth import KeyAuth, blueprint, current_key, require_key
@@ -24,23 +32,74 @@ keyauth = KeyAuth()
 #: The demo's "data": entities per owner, kept in memory.
 ENTITIES: dict[str, list[dict[str, Any]]] = {}
 
-HOME = """<!doctype html>
-<title>flask-keyauth demo</title>
-<h1>flask-keyauth demo</h1>
-{% if org %}
-  <p>Signed in as organisation <strong>{{ org }}</strong>.
-     <a href="{{ url_for('keyauth.index') }}">Manage API keys</a> ·
-     <a href="{{ url_for('logout') }}">Sign out</a></p>
-{% else %}
-  <form method="post" action="{{ url_for('login') }}">
-    <label>Organisation id <input name="org" value="acme" required></label>
-    <button>Sign in (pretend)</button>
-  </form>
-{% endif %}
-<p>API: <code>GET /v1/entities</code> (scope <code>read</code>),
-<code>POST /v1/entities</code> (scope <code>write</code>),
-<code>GET /settings/api-keys/api/whoami</code>.</p>
+#: The demo's layout: the bundled one, with the demo's name and account menu.
+#: The key pages extend it (KEYAUTH_BASE_TEMPLATE), and so does the home page.
+DEMO_BASE = """{% extends "keyauth/base.html" %}
+{% block brand %}<a class="ka-brand" href="{{ url_for('home') }}">
+  <span class="ka-brand__mark" aria-hidden="true"></span>
+  Acme API <span class="ka-muted">demo</span></a>{% endblock %}
+{% block account %}{% if session.org_id %}
+  <span><span class="ka-hide-narrow">Signed in as</span>
+    <strong>{{ session.org_id }}</strong></span>
+  <a href="{{ url_for('logout') }}">Sign out</a>
+{% endif %}{% endblock %}
 """
+
+HOME = """{% extends "demo/base.html" %}
+{% block title %}flask-keyauth demo{% endblock %}
+{% block content %}
+<div class="keyauth">
+  <div class="ka-pagehead">
+    <div>
+      <h1>flask-keyauth demo</h1>
+      <p class="ka-lede">An API whose routes take API keys. Sign in, create a key under
+        Settings → API keys, then call the API with it.</p>
+    </div>
+  </div>
+  {% if org %}
+  <section class="ka-card">
+    <h2>Organisation {{ org }}</h2>
+    <p class="ka-muted">Your keys belong to this organisation.</p>
+    <div class="ka-actions">
+      <a class="ka-btn ka-btn--primary" href="{{ url_for('keyauth.index') }}">
+        Settings → API keys</a>
+      <a class="ka-btn ka-btn--ghost" href="{{ url_for('logout') }}">Sign out</a>
+    </div>
+  </section>
+  {% else %}
+  <form class="ka-card ka-form" method="post" action="{{ url_for('login') }}">
+    <input type="hidden" name="next" value="{{ next }}">
+    <div class="ka-field">
+      <label for="org">Organisation id</label>
+      <p class="ka-help" id="org-help">Pretend sign-in: any id works, and each id has
+        its own keys.</p>
+      <input id="org" name="org" type="text" value="acme" required maxlength="64"
+             aria-describedby="org-help">
+    </div>
+    <div class="ka-actions"><button class="ka-btn ka-btn--primary">Sign in</button></div>
+  </form>
+  {% endif %}
+  <section class="ka-card">
+    <h2>The API</h2>
+    <ul>
+      <li><code>GET /v1/entities</code> needs a key with <code>read</code></li>
+      <li><code>POST /v1/entities</code> needs a key with <code>write</code></li>
+      <li><code>GET /settings/api-keys/api/whoami</code> takes any key</li>
+    </ul>
+    <pre><code>curl -H "Authorization: Bearer $API_KEY" \
+  {{ request.host_url }}v1/entities</code></pre>
+  </section>
+</div>
+{% endblock %}
+"""
+
+
+def safe_next(target: str | None) -> str | None:
+    """A path on this site to return to after sign-in, never another site."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return None
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else None
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -50,9 +109,20 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SQLALCHEMY_DATABASE_URI=os.environ.get("DATABASE_URL")
         or "sqlite:///" + os.path.join(app.instance_path, "demo.db"),
         RATELIMIT_STORAGE_URI=os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        # Anonymous visitors of the key pages are sent to the sign-in page.
+        KEYAUTH_LOGIN_VIEW="home",
+        KEYAUTH_BASE_TEMPLATE="demo/base.html",
     )
     app.config.update(config or {})
     os.makedirs(app.instance_path, exist_ok=True)
+    # The demo keeps its two templates in this file; an app would have a
+    # templates/ folder instead.
+    app.jinja_env.loader = ChoiceLoader(
+        [
+            DictLoader({"demo/base.html": DEMO_BASE, "demo/home.html": HOME}),
+            app.create_global_jinja_loader(),
+        ]
+    )
 
     db.init_app(app)
     keyauth.init_app(app, db=db)
@@ -66,14 +136,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.get("/")
     def home() -> str:
-        return render_template_string(HOME, org=session.get("org_id"))
+        return render_template(
+            "demo/home.html",
+            org=session.get("org_id"),
+            next=safe_next(request.args.get("next")) or "",
+        )
 
     @app.post("/login")
     def login() -> Response:
         org = (request.form.get("org") or "").strip()[:64]
         if org:
             session["org_id"] = org
-        return redirect(url_for("home"))
+        return redirect(safe_next(request.form.get("next")) or url_for("home"))
 
     @app.get("/logout")
     def logout() -> Response:

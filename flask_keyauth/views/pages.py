@@ -1,3 +1,563 @@
-"""The HTML pages of the blueprint."""
+"""The HTML pages of the blueprint: list, create, details, revoke, rotate.
+
+Every page is for the session owner (``@keyauth.owner_loader``). A new key
+is rendered once, in the response to the POST that created it, with
+``Cache-Control: no-store``; it never goes into a URL, a redirect, a flash
+message, the session or a log. Each create or rotate form carries a
+one-time form id kept in the session, so a browser that resubmits the POST
+(reload, back button) gets a page saying so instead of a second key.
+"""
 
 from __future__ import annotations
+
+import datetime as dt
+import functools
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
+from markupsafe import Markup
+from werkzeug.wrappers import Response
+
+from .. import charts
+from ..decorators import get_state
+from ..errors import KeyAuthError, KeyNotFound
+from ..models import NAME_MAX, ApiKeyInfo, KeyEvent
+from . import blueprint
+from .common import check_csrf, csrf_token, session_actor, session_owner
+
+#: Days of usage the list's sparklines and the detail page's chart show.
+USAGE_DAYS = 30
+#: A key that expires within this time is shown as "expiring soon".
+EXPIRING_SOON = dt.timedelta(days=7)
+#: Expiry choices of the create form: form value -> days (``None``: never).
+EXPIRY_CHOICES: dict[str, int | None] = {"never": None, "30": 30, "60": 60, "90": 90}
+DEFAULT_EXPIRY = "90"
+#: Grace choices of the rotate form: form value (seconds) -> label.
+GRACE_CHOICES: dict[str, str] = {
+    "0": "Now: the old key stops working at once",
+    "3600": "In 1 hour",
+    "86400": "In 24 hours",
+    "604800": "In 7 days",
+}
+DEFAULT_GRACE = "86400"
+#: Session entry holding the ids of create/rotate forms not yet submitted.
+FORMS_SESSION_KEY = "_keyauth_forms"
+#: How many such forms (open tabs) are remembered at once.
+FORMS_REMEMBERED = 8
+
+STATUS_LABELS = {
+    "active": "Active",
+    "expiring": "Expiring soon",
+    "expired": "Expired",
+    "revoked": "Revoked",
+}
+
+
+class PageError(Exception):
+    """Stops a page and renders the error page with this status."""
+
+    def __init__(self, status: int, code: str, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.title = title
+        self.message = message
+
+
+def not_found() -> PageError:
+    # The same answer for an unknown id, a malformed one and another
+    # owner's key: the page says nothing about which keys exist.
+    return PageError(404, "NOT_FOUND", "Key not found", "There is no such API key in your account.")
+
+
+# -- formatting (passed to the templates) -------------------------------------
+
+
+def format_date(value: dt.datetime | dt.date | None) -> str:
+    """``Nov 23, 2026``; an em dash for ``None``."""
+    if value is None:
+        return "—"
+    return f"{charts.short_date(value)}, {value.year}"
+
+
+def format_datetime(value: dt.datetime | None) -> str:
+    """``2026-11-23 10:04 UTC``; an em dash for ``None``."""
+    if value is None:
+        return "—"
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def iso(value: dt.datetime | None) -> str:
+    """The value for a ``<time datetime>`` attribute."""
+    if value is None:
+        return ""
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def relative(value: dt.datetime, now: dt.datetime) -> str:
+    """``3 hours ago``, ``in 5 days``, ``just now``."""
+    seconds = (value - now).total_seconds()
+    future = seconds > 0
+    seconds = abs(seconds)
+    if seconds < 60:
+        return "just now"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            text = f"{count} {unit}" + ("" if count == 1 else "s")
+            return f"in {text}" if future else f"{text} ago"
+    return "just now"  # pragma: no cover - the loop always returns
+
+
+def describe_actor(actor: str | None) -> str:
+    """How the event table names who made a change."""
+    if actor is None:
+        return "Application"
+    kind, _, who = actor.partition(":")
+    if kind == "session" and who:
+        return f"{who} (web)"
+    if kind == "key" and who:
+        return f"API key {who}"
+    if actor == "cli":
+        return "Command line"
+    return actor
+
+
+# -- what the templates show -----------------------------------------------
+
+
+def display_status(key: ApiKeyInfo, now: dt.datetime) -> str:
+    """``active``, ``expiring`` (within 7 days), ``expired`` or ``revoked``."""
+    if key.status != "active":
+        return key.status
+    if key.expires_at is not None and key.expires_at - now <= EXPIRING_SOON:
+        return "expiring"
+    return "active"
+
+
+@dataclass(frozen=True)
+class KeyView:
+    """One key as the pages show it."""
+
+    key: ApiKeyInfo
+    status: str
+    now: dt.datetime
+    reminder_days: int
+    usage: list[tuple[dt.date, int]] = field(default_factory=list)
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABELS[self.status]
+
+    @property
+    def usable(self) -> bool:
+        return self.status in ("active", "expiring")
+
+    @property
+    def age_days(self) -> int:
+        return (self.now - self.key.created_at).days
+
+    @property
+    def rotate_due(self) -> bool:
+        """Still in use and older than ``KEYAUTH_ROTATION_REMINDER_DAYS``."""
+        return self.usable and self.age_days >= self.reminder_days
+
+    @property
+    def total_requests(self) -> int:
+        return sum(count for _, count in self.usage)
+
+    def sparkline(self) -> Markup:
+        return charts.sparkline(self.usage)
+
+    def bar_chart(self, narrow: bool = False) -> Markup:
+        # SVG text scales with the chart: a phone gets its own, narrower
+        # drawing (the stylesheet shows one or the other) so that the axis
+        # labels stay readable on both.
+        if narrow:
+            return charts.bar_chart(self.usage, width=360, height=200, label_every=10)
+        return charts.bar_chart(self.usage)
+
+
+def key_view(key: ApiKeyInfo, *, usage: bool = False) -> KeyView:
+    state = get_state()
+    now = state.service.clock()
+    return KeyView(
+        key=key,
+        status=display_status(key, now),
+        now=now,
+        reminder_days=state.settings.rotation_reminder_days,
+        usage=state.service.daily_usage(key.id, USAGE_DAYS) if usage else [],
+    )
+
+
+def render(template: str, status: int = 200, **context: Any) -> Response:
+    """Render a page template with what every page needs."""
+    settings = get_state().settings
+    response = Response(
+        render_template(
+            template,
+            keyauth_base=settings.base_template,
+            csrf_token=csrf_token,
+            format_date=format_date,
+            format_datetime=format_datetime,
+            iso=iso,
+            relative=relative,
+            now=get_state().service.clock(),
+            **context,
+        ),
+        status,
+        mimetype="text/html",
+    )
+    return response
+
+
+def no_store(response: Response) -> Response:
+    """Keep a page that shows a key out of every cache and the history."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+# -- one-time form ids ---------------------------------------------------------
+
+
+def issue_form_id() -> str:
+    """A new one-time id for a create or rotate form, remembered in the session."""
+    form_id = secrets.token_urlsafe(16)
+    pending = [f for f in session.get(FORMS_SESSION_KEY, []) if isinstance(f, str)]
+    session[FORMS_SESSION_KEY] = [*pending[-(FORMS_REMEMBERED - 1) :], form_id]
+    return form_id
+
+
+def consume_form_id(form_id: str | None) -> None:
+    """Accept a form id once; a second submission of the same form is refused."""
+    pending = session.get(FORMS_SESSION_KEY, [])
+    if not form_id or not isinstance(pending, list) or form_id not in pending:
+        raise PageError(
+            409,
+            "FORM_ALREADY_SUBMITTED",
+            "This form was already submitted",
+            "A key is shown only once, so submitting the same form again does not "
+            "show it again or create another one. Your keys are in the list; create "
+            "a new one if you did not save it.",
+        )
+    session[FORMS_SESSION_KEY] = [f for f in pending if f != form_id]
+
+
+# -- access ----------------------------------------------------------------------
+
+
+def anonymous() -> ResponseReturnValue:
+    login_view = get_state().settings.login_view
+    if login_view:
+        if request.method == "GET":
+            return redirect(url_for(login_view, next=request.full_path.rstrip("?")))
+        return redirect(url_for(login_view))
+    return error_page(
+        PageError(401, "UNAUTHORIZED", "Sign in required", "Sign in to manage your API keys.")
+    )
+
+
+def error_page(error: PageError) -> Response:
+    return render(
+        "keyauth/error.html",
+        error.status,
+        error_status=error.status,
+        error_code=error.code,
+        error_title=error.title,
+        error_message=error.message,
+    )
+
+
+PageView = Callable[..., ResponseReturnValue]
+
+
+def page(view: PageView) -> Callable[..., ResponseReturnValue]:
+    """Run ``view(owner, **kwargs)`` for the session owner; check CSRF on POST;
+    answer errors with the HTML error page."""
+
+    @functools.wraps(view)
+    def wrapper(**kwargs: Any) -> ResponseReturnValue:
+        owner = session_owner()
+        if owner is None:
+            return anonymous()
+        try:
+            if request.method == "POST":
+                check_csrf()
+            return view(owner, **kwargs)
+        except PageError as error:
+            return error_page(error)
+        except KeyNotFound:
+            return error_page(not_found())
+        except KeyAuthError as error:
+            title = "Request refused" if error.status == 400 else "Something went wrong"
+            return error_page(PageError(error.status, error.code_name, title, error.message))
+
+    return wrapper
+
+
+def owned_key(owner: str, key_id: str) -> ApiKeyInfo:
+    """The owner's key ``key_id``, else the 404 page."""
+    key = get_state().service.get_key(key_id)
+    if key.owner_id != owner:
+        raise not_found()
+    return key
+
+
+def audit_context(owner: str) -> dict[str, Any]:
+    return {"actor": session_actor(owner), "remote_addr": request.remote_addr}
+
+
+# -- pages -------------------------------------------------------------------------
+
+
+@blueprint.get("/")
+@page
+def index(owner: str) -> ResponseReturnValue:
+    """The owner's keys, newest first."""
+    service = get_state().service
+    rows = [key_view(key, usage=True) for key in service.list_keys(owner)]
+    return render(
+        "keyauth/index.html",
+        owner=owner,
+        rows=rows,
+        active_count=sum(1 for row in rows if row.usable),
+        usage_days=USAGE_DAYS,
+        reminder_days=get_state().settings.rotation_reminder_days,
+    )
+
+
+@dataclass
+class CreateForm:
+    """The create form's values, as typed, and its errors by field."""
+
+    name: str = ""
+    scopes: list[str] = field(default_factory=list)
+    environment: str = "live"
+    expires: str = DEFAULT_EXPIRY
+    expires_on: str = ""
+    form_id: str = ""
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, form: Mapping[str, Any], scopes: list[str]) -> CreateForm:
+        return cls(
+            name=str(form.get("name", "")),
+            scopes=scopes,
+            environment=str(form.get("environment", "")),
+            expires=str(form.get("expires", "")),
+            expires_on=str(form.get("expires_on", "")),
+            form_id=str(form.get("form_id", "")),
+        )
+
+    def validate(self, now: dt.datetime) -> dt.datetime | None:
+        """Fill ``errors``; return the expiry when the form is valid."""
+        settings = get_state().settings
+        name = self.name.strip()
+        if not name:
+            self.errors["name"] = "Give the key a name, such as where it is used."
+        elif len(name) > NAME_MAX:
+            self.errors["name"] = (
+                f"The name can be at most {NAME_MAX} characters long; this one has {len(name)}."
+            )
+        if not self.scopes:
+            self.errors["scopes"] = "Choose at least one permission."
+        elif any(scope not in settings.scopes for scope in self.scopes):
+            self.errors["scopes"] = "Choose permissions from the list."
+        if self.environment not in environments():
+            self.errors["environment"] = "Choose live or test."
+        expires_at: dt.datetime | None = None
+        if self.expires == "date":
+            try:
+                day = dt.date.fromisoformat(self.expires_on.strip())
+            except ValueError:
+                self.errors["expires"] = "Enter the expiry date as YYYY-MM-DD."
+            else:
+                if day <= now.date():
+                    self.errors["expires"] = "The expiry date must be after today."
+                else:
+                    expires_at = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+        elif self.expires in EXPIRY_CHOICES:
+            days = EXPIRY_CHOICES[self.expires]
+            expires_at = None if days is None else now + dt.timedelta(days=days)
+        else:
+            self.errors["expires"] = "Choose when the key expires."
+        return expires_at
+
+
+def environments() -> list[str]:
+    """The environments keys can be created for: those this app accepts."""
+    accepted = get_state().settings.environments_accepted
+    return [env for env in ("live", "test") if env in accepted]
+
+
+def render_create(form: CreateForm, status: int = 200) -> Response:
+    settings = get_state().settings
+    return render(
+        "keyauth/new.html",
+        status,
+        form=form,
+        scopes=[(scope, sorted(settings.scopes[scope] - {scope})) for scope in settings.scopes],
+        environments=environments(),
+        expiry_choices=[key for key in EXPIRY_CHOICES],
+        min_date=(get_state().service.clock().date() + dt.timedelta(days=1)).isoformat(),
+        name_max=NAME_MAX,
+    )
+
+
+@blueprint.route("/new", methods=["GET", "POST"])
+@page
+def new_key(owner: str) -> ResponseReturnValue:
+    """The create form; its POST shows the new key, once."""
+    service = get_state().service
+    if request.method == "GET":
+        default_scope = "read" if "read" in get_state().settings.scopes else ""
+        envs = environments()
+        return render_create(
+            CreateForm(
+                scopes=[default_scope] if default_scope else [],
+                environment="live" if "live" in envs else envs[0],
+                form_id=issue_form_id(),
+            )
+        )
+    form = CreateForm.read(request.form, request.form.getlist("scopes"))
+    now = service.clock()
+    expires_at = form.validate(now)
+    if form.errors:
+        return render_create(form, 400)
+    consume_form_id(form.form_id)
+    try:
+        key, secret = service.create_key(
+            owner,
+            form.name.strip(),
+            form.scopes,
+            form.environment,
+            expires_at,
+            **audit_context(owner),
+        )
+    except ValueError as error:
+        # A check the form could not make (the clock moved past the expiry).
+        form.errors["form"] = str(error)
+        form.form_id = issue_form_id()
+        return render_create(form, 400)
+    return no_store(render("keyauth/created.html", 201, key=key_view(key), secret=secret))
+
+
+@blueprint.get("/<key_id>")
+@page
+def key_page(owner: str, key_id: str) -> ResponseReturnValue:
+    """One key: its details, its usage chart and its history."""
+    service = get_state().service
+    view = key_view(owned_key(owner, key_id), usage=True)
+    events = service.events(owner, key_id=key_id)
+    return render(
+        "keyauth/detail.html",
+        row=view,
+        events=[event_view(event) for event in events],
+        usage_days=USAGE_DAYS,
+        # Only a known word is echoed back, never the raw query value.
+        just_revoked=request.args.get("done") == "revoked",
+    )
+
+
+@dataclass(frozen=True)
+class EventView:
+    event: KeyEvent
+    label: str
+    actor: str
+    #: A key the event points to (the replacement or the replaced key).
+    other_key: str | None
+    other_label: str
+    note: str
+
+
+ACTION_LABELS = {
+    "created": "Created",
+    "renamed": "Renamed",
+    "expiry_changed": "Expiry changed",
+    "revoked": "Revoked",
+    "rotated": "Rotated",
+    "plan_changed": "Plan changed",
+}
+
+
+def event_view(event: KeyEvent) -> EventView:
+    other_key: str | None = None
+    other_label = note = ""
+    if event.action == "rotated" and event.detail:
+        other_key, other_label = event.detail, "Replaced by"
+    elif event.action == "created" and event.detail:
+        other_key, other_label = event.detail, "Replaces"
+    elif event.action == "expiry_changed" and event.detail:
+        note = "Never expires" if event.detail == "never" else f"Now expires {event.detail}"
+    return EventView(
+        event=event,
+        label=ACTION_LABELS.get(event.action, event.action.replace("_", " ").capitalize()),
+        actor=describe_actor(event.actor),
+        other_key=other_key,
+        other_label=other_label,
+        note=note,
+    )
+
+
+@blueprint.route("/<key_id>/revoke", methods=["GET", "POST"])
+@page
+def revoke_page(owner: str, key_id: str) -> ResponseReturnValue:
+    """GET asks for confirmation; POST revokes the key at once."""
+    key = owned_key(owner, key_id)
+    if request.method == "GET":
+        return render("keyauth/revoke.html", row=key_view(key))
+    get_state().service.revoke_key(key.id, **audit_context(owner))
+    return redirect(url_for(".key_page", key_id=key.id, done="revoked"), 303)
+
+
+@blueprint.route("/<key_id>/rotate", methods=["GET", "POST"])
+@page
+def rotate_page(owner: str, key_id: str) -> ResponseReturnValue:
+    """GET offers the grace periods; POST shows the new key, once."""
+    service = get_state().service
+    view = key_view(owned_key(owner, key_id))
+    if request.method == "GET":
+        form_id = issue_form_id() if view.usable else ""
+        return render_rotate(view, DEFAULT_GRACE, form_id)
+    if not view.usable:
+        raise PageError(
+            409,
+            "KEY_NOT_ACTIVE",
+            "This key cannot be rotated",
+            f"The key is {view.status_label.lower()}: create a new key instead.",
+        )
+    grace = request.form.get("grace", "")
+    form_id = request.form.get("form_id", "")
+    if grace not in GRACE_CHOICES:
+        return render_rotate(view, grace, form_id, "Choose when the old key stops working.", 400)
+    consume_form_id(form_id)
+    try:
+        new, secret = service.rotate_key(
+            view.key.id, dt.timedelta(seconds=int(grace)), **audit_context(owner)
+        )
+    except ValueError as error:
+        # Revoked or expired between the check above and now.
+        raise PageError(409, "KEY_NOT_ACTIVE", "This key cannot be rotated", str(error)) from None
+    old = key_view(service.get_key(view.key.id))
+    return no_store(
+        render("keyauth/created.html", 201, key=key_view(new), secret=secret, previous=old)
+    )
+
+
+def render_rotate(
+    view: KeyView, grace: str, form_id: str, error: str = "", status: int = 200
+) -> Response:
+    return render(
+        "keyauth/rotate.html",
+        status,
+        row=view,
+        grace=grace,
+        grace_choices=list(GRACE_CHOICES.items()),
+        form_id=form_id,
+        error=error,
+    )

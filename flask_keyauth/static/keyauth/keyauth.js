@@ -1,0 +1,61 @@
+// The copy button of the page that shows a new key. Everything else on the
+// key pages works without JavaScript; the button stays hidden without it.
+(function () {
+  "use strict";
+
+  function announce(id, text) {
+    var status = document.querySelector('[data-copy-status-for="' + id + '"]');
+    if (status) { status.textContent = text; }
+  }
+
+  function selectText(element) {
+    var range = document.createRange();
+    range.selectNodeContents(element);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  function fallbackCopy(element) {
+    // Plain-HTTP pages (other than localhost) have no Clipboard API.
+    selectText(element);
+    try { return document.execCommand("copy"); } catch (error) { return false; }
+  }
+
+  document.querySelectorAll("[data-copy-target]").forEach(function (button) {
+    var id = button.getAttribute("data-copy-target");
+    var source = document.getElementById(id);
+    if (!source) { return; }
+    button.hidden = false;
+    var label = button.textContent;
+    button.addEventListener("click", function () {
+      var text = source.textContent.trim();
+      var done = function (ok) {
+        if (ok) {
+          button.textContent = "Copied";
+          announce(id, "Key copied to the clipboard.");
+          window.setTimeout(function () { button.textContent = label; }, 2000);
+        } else {
+          selectText(source);
+          announce(id, "Copying is blocked here: the key is selected, press Ctrl+C or \u2318C.");
+        }
+      };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(
+          function () { done(true); },
+          function () { done(fallbackCopy(source)); }
+        );
+      } else {
+        done(fallbackCopy(source));
+      }
+    });
+  });
+
+  // Typing a date in the create form picks the "On a date" choice.
+  document.querySelectorAll("[data-selects]").forEach(function (input) {
+    var radio = document.getElementById(input.getAttribute("data-selects"));
+    if (!radio) { return; }
+    input.addEventListener("input", function () { radio.checked = true; });
+    input.addEventListener("focus", function () { radio.checked = true; });
+  });
+})();

@@ -1,0 +1,199 @@
+"""The key pages in a real browser, against the demo app over real HTTP.
+
+One walk through what a user does: sign in, create a key, see it once,
+call the API with it, read its usage, revoke it. Every step is
+screenshotted into ``tests/artifacts/``; with ``KEYAUTH_DOCS_SCREENSHOTS=1``
+the list and key-created screenshots are also copied to ``docs/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shutil
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.error import HTTPError
+
+import pytest
+import sqlalchemy as sa
+
+from .conftest import LiveServer
+
+DOCS = Path(__file__).resolve().parent.parent.parent / "docs"
+KEY_PATTERN = re.compile(r"^sk_live_[0-9A-Za-z]{50}$")
+
+
+def call_api(url: str, secret: str) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {secret}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+def seed_other_keys(server: LiveServer) -> None:
+    """Keys a real account would have, so the list shows every state."""
+    app = server.app
+    state = app.extensions["keyauth"]
+    service = state.service
+    tables = state.store.tables
+    today = service.clock().date()
+    with app.app_context():
+        staging, _ = service.create_key("acme", "Staging worker", ["read"], "test")
+        old, _ = service.create_key("acme", "Billing sync", ["read", "write"], "live")
+        legacy, _ = service.create_key("acme", "Legacy export", ["read"], "live")
+        service.revoke_key(legacy.id, actor="session:acme")
+        service.create_key("globex", "Someone else's key", ["admin"], "live")
+        with state.store.engine.begin() as conn:
+            # Old enough for the rotation reminder.
+            conn.execute(
+                sa.update(tables.keys)
+                .where(tables.keys.c.key_id == old.id)
+                .values(created_at=service.clock() - dt.timedelta(days=142))
+            )
+            for key_id, base in ((staging.id, 40), (old.id, 220)):
+                conn.execute(
+                    sa.insert(tables.usage),
+                    [
+                        {
+                            "key_id": key_id,
+                            "day": today - dt.timedelta(days=n),
+                            "requests": base + (n * 37) % (base // 2) - (n % 6) * base // 12,
+                        }
+                        for n in range(1, 30)
+                        if n % 9
+                    ],
+                )
+
+
+def test_create_use_and_revoke_a_key(
+    browser: Any, demo_server: LiveServer, artifacts: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    base = demo_server.url
+    keys_url = f"{base}/settings/api-keys/"
+    seed_other_keys(demo_server)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    page = context.new_page()
+    shots: list[Path] = []
+
+    def shot(name: str, full_page: bool = True) -> None:
+        path = artifacts / f"{len(shots) + 1:02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=full_page)
+        shots.append(path)
+
+    try:
+        # Anonymous: the key pages send visitors to the demo's sign-in page.
+        page.goto(keys_url)
+        assert page.url.startswith(f"{base}/?next=")
+        shot("sign-in")
+        page.get_by_label("Organisation id").fill("acme")
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(keys_url)
+        assert page.get_by_role("heading", name="API keys").is_visible()
+        assert page.get_by_text("Someone else's key").count() == 0
+        assert page.locator(".ka-hint").filter(has_text="Rotate").count() == 1
+
+        # Create a key.
+        page.get_by_role("link", name="Create API key").click()
+        page.get_by_label("Name", exact=True).fill("Production server")
+        page.locator("input[name=scopes][value=write]").check()
+        shot("create-form")
+        page.get_by_role("button", name="Create key").click()
+        page.wait_for_load_state()
+        secret = page.locator("#ka-secret").inner_text().strip()
+        assert KEY_PATTERN.match(secret), secret
+        assert page.get_by_text("It will not be shown again").is_visible()
+        copy = page.get_by_role("button", name="Copy key")
+        assert copy.is_visible()
+        shot("key-created", full_page=False)
+        copy.click()
+        page.get_by_role("status").filter(has_text="copied").wait_for()
+        assert page.evaluate("navigator.clipboard.readText()") == secret
+        assert secret not in page.url
+
+        # Reloading resubmits the form: no second key, and the key is not shown.
+        page.reload()
+        assert secret not in page.content()
+        assert page.get_by_role("heading", name="This form was already submitted").is_visible()
+        shot("reload-after-create")
+        page.goto(keys_url)
+        html = page.content()
+        assert secret not in html
+        assert html.count("Production server") == 1
+
+        # Use it over real HTTP.
+        for _ in range(3):
+            status, body = call_api(f"{base}/v1/entities", secret)
+            assert (status, body["org"]) == (200, "acme")
+
+        page.reload()
+        row = page.locator("tr", has_text="Production server")
+        sparkline = row.locator("svg.ka-sparkline title").text_content()
+        assert sparkline is not None and "3 requests in the last 30 days" in sparkline
+        shot("keys-list")
+
+        # Its page: the usage chart shows today's 3 requests.
+        row.get_by_role("link", name="Production server").click()
+        key_url = page.url
+        today = demo_server.app.extensions["keyauth"].service.clock().date().isoformat()
+        assert page.locator(".ka-chart--narrow").is_hidden()
+        bar = page.locator(".ka-chart--wide g.ka-bar title", has_text=today)
+        assert bar.text_content() == f"{today}: 3 requests"
+        assert page.locator(".ka-stat__value").inner_text() == "3"
+        assert page.locator(".ka-table--events").get_by_text("Created").count() == 1
+        shot("key-detail")
+
+        # Revoke, through the confirmation step.
+        page.get_by_role("link", name="Revoke").click()
+        assert page.get_by_role("heading", name="Revoke “Production server”?").is_visible()
+        shot("revoke-confirm")
+        page.get_by_role("button", name="Revoke key").click()
+        page.get_by_text("Key revoked.").wait_for()
+        assert page.locator(".ka-pagehead .ka-status").inner_text() == "Revoked"
+        shot("key-revoked")
+        status, body = call_api(f"{base}/v1/entities", secret)
+        assert (status, body["error"]["code"]) == (401, "INVALID_API_KEY")
+
+        # A phone: the table stacks into one card per key.
+        phone = browser.new_context(
+            viewport={"width": 390, "height": 844},
+            device_scale_factor=2,
+            is_mobile=True,
+            has_touch=True,
+            storage_state=context.storage_state(),
+        )
+        try:
+            page = phone.new_page()
+            page.goto(keys_url)
+            first_row = page.locator("tbody tr").first
+            box = first_row.bounding_box()
+            assert box is not None and box["width"] <= 390
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            shot("keys-list-phone")
+            page.goto(key_url)
+            assert page.locator(".ka-chart--wide").is_hidden()
+            narrow = page.locator(".ka-chart--narrow")
+            assert narrow.is_visible()
+            assert narrow.locator("g.ka-bar title", has_text=today).text_content() == (
+                f"{today}: 3 requests"
+            )
+            shot("key-detail-phone")
+        finally:
+            phone.close()
+    finally:
+        context.close()
+
+    assert secret not in caplog.text
+    if os.environ.get("KEYAUTH_DOCS_SCREENSHOTS"):
+        DOCS.mkdir(exist_ok=True)
+        shutil.copyfile(artifacts / "05-keys-list.png", DOCS / "keys-page.png")
+        shutil.copyfile(artifacts / "03-key-created.png", DOCS / "key-created.png")
