@@ -143,3 +143,132 @@ def test_redis_down_with_fail_open_serves_and_never_500s(
     # A key never verified in this process meets the failed-auth throttle,
     # which fails closed.
     assert timed_get(client, never_used)[:2] == (503, "SERVICE_UNAVAILABLE")
+
+
+# -- real gunicorn workers under traffic ------------------------------------------------
+
+
+class Traffic:
+    """Client threads sending requests to a server until stopped, recording
+    (start time, status, error code, seconds) of every reply."""
+
+    def __init__(self, url: str, headers_for: Any, threads: int = 6) -> None:
+        import threading
+
+        self.url = url
+        self.headers_for = headers_for
+        self.replies: list[tuple[float, int, str | None, float]] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,)) for i in range(threads)
+        ]
+
+    def _run(self, i: int) -> None:
+        from ..security.servers import get
+
+        n = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            reply = get(self.url, self.headers_for(i, n), timeout=20)
+            self.replies.append((started, reply.status, reply.code, reply.seconds))
+            n += 1
+            time.sleep(0.01)
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def since(self, moment: float) -> list[tuple[float, int, str | None, float]]:
+        return [r for r in self.replies if r[0] >= moment]
+
+
+def served_by_workers(tmp_path: Any, storage: str, **config: Any) -> Any:
+    from ..security.servers import gunicorn
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    app, db, keyauth = make_app(url)  # creates the tables; the test's own host
+    with app.app_context():
+        keyauth.set_plan("acme", "enterprise", "1000000/hour")
+        secrets = [keyauth.create_key("acme", f"k{i}")[1] for i in range(50)]
+        db.engine.dispose()
+    settings = {
+        "SQLALCHEMY_DATABASE_URI": url,
+        "RATELIMIT_STORAGE_URI": storage,
+        "KEYAUTH_FAILED_AUTH_LIMIT": "1000000/minute",
+        **config,
+    }
+    return gunicorn(settings, workers=2, threads=4), secrets
+
+
+def wait_until_served(traffic: Traffic, since: float, seconds: float) -> float:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ok = [r for r in traffic.since(since) if r[1] == 200]
+        if len(ok) >= 10:
+            return ok[0][0] - since
+        time.sleep(0.1)
+    raise AssertionError(f"no recovery within {seconds}s: {tally(traffic.since(since))}")
+
+
+def tally(replies: list[tuple[float, int, str | None, float]]) -> dict[Any, int]:
+    from collections import Counter
+
+    return dict(Counter((status, code) for _, status, code, _ in replies))
+
+
+def test_redis_killed_under_gunicorn_traffic_users_get_503_never_500_then_200_when_back(
+    redis_server: ThrowawayRedis, tmp_path: Any
+) -> None:
+    server, secrets = served_by_workers(tmp_path, redis_server.url)
+    # Half the keys are used before the outage, half first during it.
+    with server as (base, _), Traffic(
+        base + "/read", lambda i, n: bearer(secrets[(i * 7 + n) % 50])
+    ) as traffic:
+        time.sleep(1.5)
+        redis_server.stop()
+        down = time.monotonic()
+        time.sleep(2.0)
+        restarting = time.monotonic()
+        redis_server.start()
+        up = time.monotonic()
+        recovered_after = wait_until_served(traffic, up, 10)
+        time.sleep(0.5)
+    before = traffic.since(0)
+    during = [r for r in traffic.replies if down + 0.6 <= r[0] < restarting]
+    statuses = tally(before)
+    assert set(statuses) <= {(200, None), (503, "SERVICE_UNAVAILABLE")}, statuses
+    assert during and all(r[1] == 503 for r in during), tally(during)
+    assert max(r[3] for r in traffic.replies) < 3, "a request hung on the dead Redis"
+    assert recovered_after < 5
+    assert all(r[1] == 200 for r in traffic.since(up + recovered_after + 1))
+
+
+def test_redis_paused_under_gunicorn_traffic_users_get_503_within_the_timeout_never_a_hang(
+    redis_server: ThrowawayRedis, tmp_path: Any
+) -> None:
+    server, secrets = served_by_workers(tmp_path, redis_server.url)
+    with server as (base, _), Traffic(
+        base + "/read", lambda i, n: bearer(secrets[(i * 7 + n) % 50])
+    ) as traffic:
+        time.sleep(1.5)
+        redis_server.pause()
+        paused = time.monotonic()
+        time.sleep(3.0)
+        redis_server.resume()
+        resumed = time.monotonic()
+        recovered_after = wait_until_served(traffic, resumed, 10)
+        time.sleep(0.5)
+    statuses = tally(traffic.replies)
+    assert set(statuses) <= {(200, None), (503, "SERVICE_UNAVAILABLE")}, statuses
+    during = [r for r in traffic.replies if paused + 1.0 <= r[0] < resumed - 1.0]
+    assert during and all(r[1] == 503 for r in during), tally(during)
+    # The default socket timeout is 0.5s: nothing waits on a frozen Redis.
+    slowest = max(r[3] for r in traffic.replies)
+    assert slowest < 2.5, f"a request waited {slowest:.1f}s on the paused Redis"
+    assert recovered_after < 5
