@@ -62,12 +62,12 @@ def summary(series: Series) -> str:
         return "No usage data."
     days = len(series)
     total = sum(count for _, count in series)
-    span = "today" if days == 1 else f"the last {days} days"
+    span = "today" if days == 1 else f"in the last {days} days"
     if total == 0:
-        return f"No requests in {span}."
+        return f"No requests {span}."
     peak_day, peak = max(series, key=lambda point: (point[1], point[0]))
     return (
-        f"{requests_text(total)} in {span}; "
+        f"{requests_text(total)} {span}; "
         f"busiest day {peak_day.isoformat()} with {requests_text(peak)}."
     )
 

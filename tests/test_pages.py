@@ -1,0 +1,733 @@
+"""The key pages (SPEC §7): what a signed-in owner sees and can do, and
+what nobody else can, through the Flask test client."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask, session
+from flask.testing import FlaskClient
+from jinja2 import ChoiceLoader, DictLoader
+from werkzeug.test import TestResponse
+
+from flask_keyauth import KeyAuth, blueprint
+from flask_keyauth.models import ApiKeyInfo
+
+from .conftest import bearer, install_clock, make_app, service_of
+
+PREFIX = "/settings/api-keys"
+KEY_PATTERN = re.compile(r"sk_(?:live|test)_[0-9A-Za-z]{50}")
+
+
+@dataclass
+class Site:
+    app: Flask
+    keyauth: KeyAuth
+    client: FlaskClient
+
+    def create(self, owner: str = "acme", name: str = "k", **kwargs: Any) -> tuple[ApiKeyInfo, str]:
+        with self.app.app_context():
+            return self.keyauth.create_key(owner, name, **kwargs)
+
+    def key_list(self, owner: str = "acme") -> list[ApiKeyInfo]:
+        with self.app.app_context():
+            return self.keyauth.list_keys(owner)
+
+    def get_key(self, key_id: str) -> ApiKeyInfo:
+        with self.app.app_context():
+            return self.keyauth.get_key(key_id)
+
+    def sign_in(self, owner: str = "acme") -> None:
+        with self.client.session_transaction() as sess:
+            sess["org"] = owner
+
+    def page(self, path: str = "/", status: int = 200) -> str:
+        response = self.client.get(PREFIX + path)
+        assert response.status_code == status, response.get_data(as_text=True)
+        assert response.mimetype == "text/html"
+        return response.get_data(as_text=True)
+
+    def flush_usage(self) -> None:
+        with self.app.app_context():
+            service_of(self.app).flush_usage()
+
+
+MakeSite = Callable[..., Site]
+
+
+@pytest.fixture
+def make_site(tmp_path: Path) -> Iterator[MakeSite]:
+    """A host app with the blueprint at /settings/api-keys, an owner loader
+    reading ``session["org"]`` and a sign-in page at /signin."""
+    made: list[tuple[Flask, Any]] = []
+
+    def factory(templates: dict[str, str] | None = None, **config: Any) -> Site:
+        app, db, keyauth = make_app(f"sqlite:///{tmp_path / f'keys{len(made)}.db'}", **config)
+        app.register_blueprint(blueprint, url_prefix=PREFIX)
+        if templates:
+            app.jinja_env.loader = ChoiceLoader(
+                [DictLoader(templates), app.create_global_jinja_loader()]
+            )
+
+        @keyauth.owner_loader
+        def owner() -> str | None:
+            return session.get("org")
+
+        @app.get("/signin")
+        def signin() -> str:
+            return "sign in here"
+
+        made.append((app, db))
+        return Site(app, keyauth, app.test_client())
+
+    yield factory
+    for app, db in made:
+        service_of(app).usage.take()
+        with app.app_context():
+            db.drop_all()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def site(make_site: MakeSite) -> Site:
+    made = make_site()
+    made.sign_in()
+    return made
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', html))
+
+
+def create_form(site: Site, **fields: Any) -> TestResponse:
+    """Open the create form and post it with ``fields`` over its defaults."""
+    data: dict[str, Any] = {
+        **hidden_fields(site.page("/new")),
+        "name": "Production server",
+        "scopes": ["read"],
+        "environment": "live",
+        "expires": "90",
+    }
+    data.update(fields)
+    return site.client.post(f"{PREFIX}/new", data=data)
+
+
+def secret_in(response: TestResponse) -> str:
+    found = KEY_PATTERN.findall(response.get_data(as_text=True))
+    assert len(set(found)) == 1, found
+    return str(found[0])
+
+
+def row_of(html: str, name: str) -> str:
+    """The list's table row of the key named ``name``."""
+    rows = re.findall(r'<tr class="ka-row.*?</tr>', html, re.S)
+    matching = [row for row in rows if f">{name}</a>" in row]
+    assert len(matching) == 1, f"{name!r} in {len(matching)} rows"
+    return str(matching[0])
+
+
+# -- who may see the pages ----------------------------------------------------
+
+
+PAGES = ["/", "/new", "/{id}", "/{id}/revoke", "/{id}/rotate"]
+
+
+def test_anonymous_visitors_get_a_401_page(make_site: MakeSite) -> None:
+    made = make_site()
+    info, _ = made.create()
+    for path in PAGES:
+        response = made.client.get(PREFIX + path.format(id=info.id))
+        assert response.status_code == 401
+        assert response.mimetype == "text/html"
+        assert "Sign in to manage your API keys." in response.get_data(as_text=True)
+    for path in ["/new", "/{id}/revoke", "/{id}/rotate"]:
+        assert made.client.post(PREFIX + path.format(id=info.id)).status_code == 401
+    assert made.get_key(info.id).status == "active"
+    assert len(made.key_list()) == 1
+
+
+def test_anonymous_visitors_are_sent_to_the_login_view(make_site: MakeSite) -> None:
+    made = make_site(KEYAUTH_LOGIN_VIEW="signin")
+    info, _ = made.create()
+    response = made.client.get(f"{PREFIX}/{info.id}")
+    assert response.status_code == 302
+    target = urlsplit(response.location)
+    assert target.path == "/signin"
+    assert parse_qs(target.query) == {"next": [f"{PREFIX}/{info.id}"]}
+    # A POST is not replayed after sign-in: no ``next``.
+    response = made.client.post(f"{PREFIX}/{info.id}/revoke")
+    assert (response.status_code, response.location) == (302, "/signin")
+    assert made.get_key(info.id).status == "active"
+
+
+def test_another_owners_key_is_not_found(site: Site) -> None:
+    theirs, their_secret = site.create(owner="globex", name="Globex prod")
+    unknown = "A" * 12
+    not_found = site.page(f"/{unknown}", 404)
+    assert "NOT_FOUND" in not_found
+    for path in ["/{id}", "/{id}/revoke", "/{id}/rotate"]:
+        html = site.page(path.format(id=theirs.id), 404)
+        assert "Globex prod" not in html
+        # The same page as for an id that does not exist: no oracle.
+        assert html == site.page(path.format(id=unknown), 404)
+    data = hidden_fields(site.page("/new"))
+    for path in ["/{id}/revoke", "/{id}/rotate"]:
+        response = site.client.post(PREFIX + path.format(id=theirs.id), data={**data, "grace": "0"})
+        assert response.status_code == 404
+    assert site.get_key(theirs.id).status == "active"
+    assert len(site.key_list("globex")) == 1
+    assert site.client.get("/read", headers=bearer(their_secret)).status_code == 200
+    assert "Globex prod" not in site.page("/")
+
+
+@pytest.mark.parametrize(
+    "key_id", ["x", "A" * 11, "A" * 13, "A" * 300, "%C3%A9" * 6, "new%20", "..", "%00" * 12]
+)
+def test_malformed_key_ids_are_not_found(site: Site, key_id: str) -> None:
+    for path in ["/{id}", "/{id}/revoke", "/{id}/rotate"]:
+        response = site.client.get(PREFIX + path.format(id=key_id))
+        assert response.status_code == 404
+        assert "There is no such API key in your account." in response.get_data(as_text=True)
+
+
+# -- the pages ------------------------------------------------------------------
+
+
+def test_every_page_renders_in_the_default_layout(site: Site) -> None:
+    empty = site.page("/")
+    assert "No API keys yet" in empty
+    info, _ = site.create(name="CI deploys", scopes=["write"], environment="test")
+    for path, marker in [
+        ("/", "Create API key"),
+        ("/new", "Create key"),
+        (f"/{info.id}", "Requests, last 30 days"),
+        (f"/{info.id}/revoke", "Revoke “CI deploys”?"),
+        (f"/{info.id}/rotate", "Rotate “CI deploys”"),
+    ]:
+        html = site.page(path)
+        assert marker in html
+        assert html.startswith("<!doctype html>")
+        assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+        assert f'href="{PREFIX}/static/keyauth.css"' in html
+    css = site.client.get(f"{PREFIX}/static/keyauth.css")
+    assert css.status_code == 200 and css.mimetype == "text/css"
+    assert b"@media (max-width:" in css.data  # the table stacks on phones
+    css.close()
+    js = site.client.get(f"{PREFIX}/static/keyauth.js")
+    assert js.status_code == 200 and b"clipboard" in js.data
+    js.close()
+
+
+def test_list_shows_each_keys_details(site: Site) -> None:
+    info, _ = site.create(name="Billing", scopes=["read", "write"], environment="test")
+    row = row_of(site.page("/"), "Billing")
+    assert info.redacted in row
+    assert '<li class="ka-scope">read</li><li class="ka-scope">write</li>' in row
+    assert 'class="ka-env ka-env--test">Test<' in row
+    assert ">Active<" in row
+    assert "Never</span>" in row  # never used, never expires
+    assert f'href="{PREFIX}/{info.id}"' in row
+
+
+class FormLabels(HTMLParser):
+    """Collects the ids of form controls and the targets of labels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.controls: list[str] = []
+        self.labelled: set[str] = set()
+        self.legends = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "input" and attributes.get("type") != "hidden":
+            self.controls.append(attributes.get("id") or "")
+        if tag == "label" and attributes.get("for"):
+            self.labelled.add(attributes["for"] or "")
+        if tag == "legend":
+            self.legends += 1
+
+
+def test_forms_label_every_control(site: Site) -> None:
+    info, _ = site.create()
+    for path, legends in [("/new", 3), (f"/{info.id}/rotate", 1)]:
+        parser = FormLabels()
+        parser.feed(site.page(path))
+        assert parser.controls and all(parser.controls)
+        assert set(parser.controls) <= parser.labelled
+        assert parser.legends == legends
+
+
+def test_create_form_offers_the_configured_scopes(make_site: MakeSite) -> None:
+    made = make_site(
+        KEYAUTH_SCOPES={"read": [], "write": ["read"], "billing": []},
+        KEYAUTH_ENVIRONMENTS_ACCEPTED=["test"],
+    )
+    made.sign_in()
+    html = made.page("/new")
+    assert re.findall(r'name="scopes" value="(\w+)"', html) == ["read", "write", "billing"]
+    assert "includes read" in html
+    # Only keys this deployment accepts can be made.
+    assert re.findall(r'name="environment" value="(\w+)"', html) == ["test"]
+    assert re.findall(r'name="expires" value="(\w+)"', html) == [
+        "never",
+        "30",
+        "60",
+        "90",
+        "date",
+    ]
+
+
+# -- creating: the key shown once -------------------------------------------
+
+
+def test_created_key_is_shown_once_and_nowhere_else(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # SQL statements with their parameters go to the log too.
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine")
+    response = create_form(site, name="Production server", scopes=["read", "write"])
+    assert response.status_code == 201
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "Location" not in response.headers
+    secret = secret_in(response)
+    html = response.get_data(as_text=True)
+    assert html.count(secret) == 1
+    assert "It will not be shown again." in html
+    assert 'data-copy-target="ka-secret" hidden' in html  # shown by the script only
+    assert 'aria-live="polite"' in html
+    for header, value in response.headers.items():
+        assert secret not in value, header
+
+    # The key works.
+    assert site.client.get("/read", headers=bearer(secret)).status_code == 200
+    (key,) = site.key_list()
+    assert (key.name, key.granted_scopes) == ("Production server", ("read", "write"))
+
+    # ... and is never shown again: list, details, confirmation pages.
+    for path in ["/", f"/{key.id}", f"/{key.id}/revoke", f"/{key.id}/rotate"]:
+        page = site.page(path)
+        assert secret not in page
+        assert secret[-20:] not in page
+    assert key.redacted in site.page("/")
+
+    # Not in the session, signed cookie or decoded.
+    cookie = site.client.get_cookie("session")
+    assert cookie is not None and secret not in cookie.value
+    serializer = site.app.session_interface.get_signing_serializer(site.app)  # type: ignore[attr-defined]
+    assert secret not in repr(serializer.loads(cookie.value))
+    # Not in any log line.
+    assert "INSERT INTO keyauth_api_keys" in caplog.text
+    assert secret not in caplog.text
+    assert secret[-20:] not in caplog.text
+    # Not in any table.
+    with site.app.app_context():
+        engine = site.app.extensions["keyauth"].store.engine
+        tables = site.app.extensions["keyauth"].store.tables
+        with engine.connect() as conn:
+            for table in (tables.keys, tables.events, tables.usage, tables.owners):
+                for row in conn.execute(sa.select(table)):
+                    assert secret not in repr(tuple(row))
+
+
+def test_resubmitting_the_create_form_shows_nothing_and_creates_nothing(site: Site) -> None:
+    data = {
+        **hidden_fields(site.page("/new")),
+        "name": "Once",
+        "scopes": "read",
+        "environment": "live",
+        "expires": "never",
+    }
+    first = site.client.post(f"{PREFIX}/new", data=data)
+    assert first.status_code == 201
+    secret = secret_in(first)
+    again = site.client.post(f"{PREFIX}/new", data=data)  # the browser's reload
+    assert again.status_code == 409
+    body = again.get_data(as_text=True)
+    assert "FORM_ALREADY_SUBMITTED" in body and secret not in body
+    assert KEY_PATTERN.search(body) is None
+    assert len(site.key_list()) == 1
+
+
+def test_create_stores_environment_and_expiry(site: Site) -> None:
+    clock = install_clock(site.app, dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.timezone.utc))
+    cases = [
+        ({"expires": "never"}, None),
+        ({"expires": "30"}, clock.now + dt.timedelta(days=30)),
+        ({"expires": "60"}, clock.now + dt.timedelta(days=60)),
+        ({"expires": "90", "expires_on": "2027-01-01"}, clock.now + dt.timedelta(days=90)),
+        (
+            {"expires": "date", "expires_on": "2027-01-15"},
+            dt.datetime(2027, 1, 15, tzinfo=dt.timezone.utc),
+        ),
+    ]
+    for i, (fields, expected) in enumerate(cases):
+        response = create_form(site, name=f"key {i}", environment="test", **fields)
+        assert response.status_code == 201, response.get_data(as_text=True)
+        assert secret_in(response).startswith("sk_test_")
+        key = next(k for k in site.key_list() if k.name == f"key {i}")
+        assert (key.environment, key.expires_at) == ("test", expected)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": ""}, "Give the key a name"),
+        ({"name": "   "}, "Give the key a name"),
+        ({"name": "n" * 129}, "at most 128 characters long; this one has 129"),
+        ({"scopes": []}, "Choose at least one permission."),
+        ({"scopes": ["read", "root"]}, "Choose permissions from the list."),
+        ({"environment": "prod"}, "Choose live or test."),
+        ({"expires": "45"}, "Choose when the key expires."),
+        ({"expires": "date", "expires_on": ""}, "Enter the expiry date as YYYY-MM-DD."),
+        ({"expires": "date", "expires_on": "31/12/2030"}, "Enter the expiry date as YYYY-MM-DD."),
+        ({"expires": "date", "expires_on": "2020-01-01"}, "must be after today"),
+        ({"expires": "date", "expires_on": "10000-01-01"}, "Enter the expiry date"),
+    ],
+)
+def test_invalid_input_re_renders_the_form(
+    site: Site, fields: dict[str, Any], message: str
+) -> None:
+    response = create_form(site, **fields)
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert message in html
+    assert 'role="alert"' in html and "The key was not created." in html
+    assert KEY_PATTERN.search(html) is None
+    assert site.key_list() == []
+    # The form comes back filled in, and can still be submitted once.
+    assert hidden_fields(html)["form_id"]
+    again = create_form(
+        site,
+        **{
+            **fields,
+            "name": "Fixed",
+            "scopes": ["read"],
+            "environment": "live",
+            "expires": "never",
+        },
+    )
+    assert again.status_code == 201
+
+
+def test_names_are_trimmed_and_escaped_in_the_form(site: Site) -> None:
+    response = create_form(site, name='"><script>alert(1)</script>', scopes=[])
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "<script>alert(1)" not in html
+    assert 'value="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in html
+    created = create_form(site, name="  padded  ")
+    assert created.status_code == 201
+    assert [k.name for k in site.key_list()] == ["padded"]
+
+
+# -- CSRF ------------------------------------------------------------------------
+
+
+def test_posts_without_a_valid_csrf_token_change_nothing(site: Site) -> None:
+    info, secret = site.create(name="Target")
+    fields = hidden_fields(site.page("/new"))
+    form_id = fields["form_id"]
+    create = {"name": "x", "scopes": "read", "environment": "live", "expires": "never"}
+    for token in [None, "", "not-a-token", fields["csrf_token"][:-2] + "xx"]:
+        extra = {} if token is None else {"csrf_token": token}
+        for path, data in [
+            ("/new", {**create, "form_id": form_id}),
+            (f"/{info.id}/revoke", {}),
+            (f"/{info.id}/rotate", {"grace": "0", "form_id": form_id}),
+        ]:
+            response = site.client.post(PREFIX + path, data={**data, **extra})
+            assert response.status_code == 400, (token, path)
+            assert response.mimetype == "text/html"
+            assert "CSRF_FAILED" in response.get_data(as_text=True)
+    # A cross-site POST with a valid token is refused too.
+    response = site.client.post(
+        f"{PREFIX}/{info.id}/revoke",
+        data={"csrf_token": fields["csrf_token"]},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert response.status_code == 400
+    assert [k.id for k in site.key_list()] == [info.id]
+    assert site.get_key(info.id).status == "active"
+    assert site.client.get("/read", headers=bearer(secret)).status_code == 200
+    # The form was not used up by the refused posts.
+    assert create_form(site, form_id=form_id).status_code == 201
+
+
+# -- labels are escaped everywhere ---------------------------------------------------
+
+
+def test_script_in_a_name_is_escaped_on_every_page(site: Site) -> None:
+    name = "<script>alert('pwned')</script>"
+    info, _ = site.create(name=name)
+    other = create_form(site, name=name)
+    assert other.status_code == 201
+    pages = [other.get_data(as_text=True)]
+    pages += [
+        site.page(p.format(id=info.id)) for p in ["/", "/{id}", "/{id}/revoke", "/{id}/rotate"]
+    ]
+    data = hidden_fields(site.page(f"/{info.id}/rotate"))
+    rotated = site.client.post(f"{PREFIX}/{info.id}/rotate", data={**data, "grace": "3600"})
+    assert rotated.status_code == 201
+    pages.append(rotated.get_data(as_text=True))
+    for html in pages:
+        assert "<script>alert" not in html
+        assert "&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;" in html
+
+
+# -- status, rotation reminder, usage ------------------------------------------------
+
+
+def test_statuses(site: Site) -> None:
+    clock = install_clock(site.app)
+    now = clock.now
+    site.create(name="Fresh", expires_at=now + dt.timedelta(days=8))
+    site.create(name="Soon", expires_at=now + dt.timedelta(days=6, hours=23))
+    site.create(name="Forever")
+    site.create(name="Lapsed", expires_at=now + dt.timedelta(hours=1))
+    gone, _ = site.create(name="Gone")
+    with site.app.app_context():
+        site.keyauth.revoke_key(gone.id)
+    clock.advance(hours=2)
+    html = site.page("/")
+    expected = {
+        "Fresh": "active",
+        "Soon": "expiring",
+        "Forever": "active",
+        "Lapsed": "expired",
+        "Gone": "revoked",
+    }
+    labels = {
+        "active": "Active",
+        "expiring": "Expiring soon",
+        "expired": "Expired",
+        "revoked": "Revoked",
+    }
+    for name, status in expected.items():
+        row = row_of(html, name)
+        assert f'<tr class="ka-row ka-row--{status}">' in row
+        assert f'<span class="ka-status ka-status--{status}">{labels[status]}</span>' in row
+    assert "3 active keys." in html
+    # Expired and revoked keys cannot be rotated or revoked from their page.
+    lapsed = next(k for k in site.key_list() if k.name == "Lapsed")
+    detail = site.page(f"/{lapsed.id}")
+    assert "/rotate" not in detail and "Revoke</a>" not in detail
+
+
+def test_rotate_hint_on_active_keys_past_the_reminder(make_site: MakeSite) -> None:
+    made = make_site(KEYAUTH_ROTATION_REMINDER_DAYS=30)
+    made.sign_in()
+    clock = install_clock(made.app)
+    old, _ = made.create(name="Old")
+    old_revoked, _ = made.create(name="Old revoked")
+    with made.app.app_context():
+        made.keyauth.revoke_key(old_revoked.id)
+    clock.advance(days=29)
+    young, _ = made.create(name="Young")
+    html = made.page("/")
+    assert "Rotate:" not in html
+    clock.advance(days=1)
+    html = made.page("/")
+    assert f'href="{PREFIX}/{old.id}/rotate"' in row_of(html, "Old")
+    assert "Rotate: 30 days old" in row_of(html, "Old")
+    assert "Rotate:" not in row_of(html, "Young")
+    assert "Rotate:" not in row_of(html, "Old revoked")
+    assert "1 key is over 30 days old." in html
+    assert "This key is 30 days old." in made.page(f"/{old.id}")
+    assert "days old." not in made.page(f"/{young.id}")
+
+
+def test_rotate_hint_uses_the_default_of_90_days(site: Site) -> None:
+    clock = install_clock(site.app)
+    site.create(name="Key")
+    clock.advance(days=89)
+    assert "Rotate:" not in site.page("/")
+    clock.advance(days=1)
+    assert "Rotate: 90 days old" in row_of(site.page("/"), "Key")
+
+
+def test_sparkline_and_chart_show_real_counts(site: Site) -> None:
+    clock = install_clock(site.app, dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc))
+    busy, secret = site.create(name="Busy")
+    quiet, _ = site.create(name="Quiet")
+    clock.advance(days=-2)
+    for _ in range(5):
+        assert site.client.get("/read", headers=bearer(secret)).status_code == 200
+    site.flush_usage()
+    clock.advance(days=2)
+    for _ in range(3):
+        assert site.client.get("/read", headers=bearer(secret)).status_code == 200
+    site.flush_usage()
+
+    html = site.page("/")
+    busy_row = row_of(html, "Busy")
+    assert (
+        "<title>8 requests in the last 30 days; busiest day 2026-11-21 with 5 requests.</title>"
+        in busy_row
+    )
+    assert "2026-11-21: 5, 2026-11-22: 0, 2026-11-23: 3</desc>" in busy_row
+    assert '<span class="ka-usage-total">8</span>' in busy_row
+    assert "<title>No requests in the last 30 days.</title>" in row_of(html, "Quiet")
+
+    detail = site.page(f"/{busy.id}")
+    assert detail.count("<title>2026-11-21: 5 requests</title>") == 2  # wide and narrow
+    assert detail.count("<title>2026-11-23: 3 requests</title>") == 2
+    assert detail.count("<title>2026-11-22: 0 requests</title>") == 2
+    assert detail.count("<title>2026-10-25: 0 requests</title>") == 2  # 30 days, today last
+    assert "<title>2026-10-24" not in detail
+    assert '<span class="ka-stat__value">8</span>' in detail
+    assert "<td>2026-11-21</td><td>5</td>" in detail  # the table under the chart
+    # Axis labels: counts on the left, dates below.
+    assert re.search(r'text-anchor="end"[^>]*>6</text>', detail)
+    assert ">Nov 23</text>" in detail and ">Nov 16</text>" in detail
+    assert "No requests yet" in site.page(f"/{quiet.id}")
+
+
+# -- revoking and rotating --------------------------------------------------------------
+
+
+def test_revoke_asks_then_revokes(site: Site) -> None:
+    info, secret = site.create(name="Doomed")
+    assert site.client.get("/read", headers=bearer(secret)).status_code == 200
+    confirm = site.page(f"/{info.id}/revoke")
+    assert "This cannot be undone." in confirm
+    assert f'action="{PREFIX}/{info.id}/revoke"' in confirm
+    assert site.get_key(info.id).status == "active"  # GET changes nothing
+
+    data = hidden_fields(confirm)
+    response = site.client.post(f"{PREFIX}/{info.id}/revoke", data=data)
+    assert response.status_code == 303
+    assert response.location == f"{PREFIX}/{info.id}?done=revoked"
+    assert site.get_key(info.id).status == "revoked"
+    assert site.client.get("/read", headers=bearer(secret)).status_code == 401
+
+    detail = site.page(f"/{info.id}?done=revoked")
+    assert "Key revoked." in detail
+    assert 'class="ka-event ka-event--revoked">Revoked</span>' in detail
+    assert "acme (web)" in detail and "<code>127.0.0.1</code>" in detail
+    with site.app.app_context():
+        (event, _created) = service_of(site.app).events("acme", key_id=info.id)
+    assert (event.action, event.actor, event.remote_addr) == (
+        "revoked",
+        "session:acme",
+        "127.0.0.1",
+    )
+    # Again: the confirmation says so, and a second POST is a no-op.
+    assert "This key is already revoked" in site.page(f"/{info.id}/revoke")
+    assert site.client.post(f"{PREFIX}/{info.id}/revoke", data=data).status_code == 303
+    with site.app.app_context():
+        assert len(service_of(site.app).events("acme", key_id=info.id)) == 2
+
+
+def test_rotate_shows_the_new_key_once_and_keeps_the_old_for_the_grace(site: Site) -> None:
+    clock = install_clock(site.app)
+    old, old_secret = site.create(name="Worker", scopes=["write"], environment="test")
+    form = site.page(f"/{old.id}/rotate")
+    assert re.findall(r'name="grace" value="(\d+)"', form) == ["0", "3600", "86400", "604800"]
+    assert 'value="86400"\n                   checked' in form or 'value="86400" checked' in form
+
+    data = {**hidden_fields(form), "grace": "3600"}
+    response = site.client.post(f"{PREFIX}/{old.id}/rotate", data=data)
+    assert response.status_code == 201
+    assert response.headers["Cache-Control"] == "no-store"
+    new_secret = secret_in(response)
+    assert new_secret != old_secret and new_secret.startswith("sk_test_")
+    html = response.get_data(as_text=True)
+    assert "API key rotated" in html and "keeps working until" in html
+    assert site.get_key(old.id).expires_at == clock.now + dt.timedelta(hours=1)
+    assert site.client.get("/read", headers=bearer(old_secret)).status_code == 200
+    assert site.client.post("/write", headers=bearer(new_secret)).status_code == 200
+
+    # A resubmission does not rotate again.
+    again = site.client.post(f"{PREFIX}/{old.id}/rotate", data=data)
+    assert again.status_code == 409 and KEY_PATTERN.search(again.get_data(as_text=True)) is None
+    assert len(site.key_list()) == 2
+    (new,) = [k for k in site.key_list() if k.id != old.id]
+    assert new_secret not in site.page(f"/{new.id}")
+    assert f'Replaced by <a href="{PREFIX}/{new.id}">' in site.page(f"/{old.id}")
+    assert f'Replaces <a href="{PREFIX}/{old.id}">' in site.page(f"/{new.id}")
+
+
+def test_rotate_now_revokes_the_old_key(site: Site) -> None:
+    old, old_secret = site.create(name="Leaked")
+    data = {**hidden_fields(site.page(f"/{old.id}/rotate")), "grace": "0"}
+    response = site.client.post(f"{PREFIX}/{old.id}/rotate", data=data)
+    assert response.status_code == 201
+    assert "was revoked" in response.get_data(as_text=True)
+    assert site.client.get("/read", headers=bearer(old_secret)).status_code == 401
+    assert site.client.get("/read", headers=bearer(secret_in(response))).status_code == 200
+
+
+@pytest.mark.parametrize("grace", ["", "60", "-3600", "abc", "86400.0"])
+def test_rotate_refuses_other_grace_values(site: Site, grace: str) -> None:
+    old, _ = site.create(name="Worker")
+    data = {**hidden_fields(site.page(f"/{old.id}/rotate")), "grace": grace}
+    response = site.client.post(f"{PREFIX}/{old.id}/rotate", data=data)
+    assert response.status_code == 400
+    assert "Choose when the old key stops working." in response.get_data(as_text=True)
+    assert [k.id for k in site.key_list()] == [old.id]
+    assert site.get_key(old.id).expires_at is None
+
+
+def test_revoked_keys_cannot_be_rotated(site: Site) -> None:
+    old, _ = site.create(name="Gone")
+    data = {**hidden_fields(site.page(f"/{old.id}/rotate")), "grace": "0"}
+    with site.app.app_context():
+        site.keyauth.revoke_key(old.id)
+    assert "This key cannot be rotated" in site.page(f"/{old.id}/rotate")
+    response = site.client.post(f"{PREFIX}/{old.id}/rotate", data=data)
+    assert response.status_code == 409
+    assert "KEY_NOT_ACTIVE" in response.get_data(as_text=True)
+    assert len(site.key_list()) == 1
+
+
+# -- restyling -------------------------------------------------------------------------
+
+
+HOST_BASE = """<!doctype html><html><head><title>{% block title %}{% endblock %} | Host</title>
+</head><body><nav>HOST NAV</nav>{% block content %}{% endblock %}</body></html>"""
+
+
+def test_pages_extend_the_hosts_base_template(make_site: MakeSite) -> None:
+    made = make_site(
+        templates={"host/base.html": HOST_BASE}, KEYAUTH_BASE_TEMPLATE="host/base.html"
+    )
+    made.sign_in()
+    info, _ = made.create(name="Hosted")
+    for path in ["/", "/new", f"/{info.id}", f"/{info.id}/revoke", f"/{info.id}/rotate"]:
+        html = made.page(path)
+        assert "HOST NAV" in html and " | Host</title>" in html
+        assert 'class="keyauth"' in html
+        assert "ka-topbar" not in html  # the bundled layout is not used
+    created = create_form(made)
+    assert created.status_code == 201
+    assert "HOST NAV" in created.get_data(as_text=True)
+    secret_in(created)
+
+
+def test_host_templates_override_the_bundled_ones(make_site: MakeSite) -> None:
+    made = make_site(
+        templates={
+            "keyauth/index.html": (
+                "{% extends keyauth_base %}{% block content %}"
+                "OUR LIST{% for row in rows %} [{{ row.key.name }}]{% endfor %}"
+                "{% endblock %}"
+            )
+        }
+    )
+    made.sign_in()
+    made.create(name="<b>x</b>")
+    html = made.page("/")
+    assert "OUR LIST [&lt;b&gt;x&lt;/b&gt;]" in html
+    assert "ka-topbar" in html  # still inside the bundled layout
