@@ -86,7 +86,7 @@ HOME = """{% extends "demo/base.html" %}
       <li><code>POST /v1/entities</code> needs a key with <code>write</code></li>
       <li><code>GET /settings/api-keys/api/whoami</code> takes any key</li>
     </ul>
-    <pre><code>curl -H "Authorization: Bearer $API_KEY" \
+    <pre><code>curl -H "Authorization: Bearer $API_KEY" \\
   {{ request.host_url }}v1/entities</code></pre>
   </section>
 </div>
