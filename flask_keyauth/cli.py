@@ -40,10 +40,32 @@ def parse_duration(text: str) -> dt.timedelta:
         raise ValueError(f"{text!r} is too long a duration") from None
 
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_BIDI = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+
+
+def one_line(text: str) -> str:
+    """``text`` with control and bidi characters escaped: labels are shown
+    on one line, and a carriage return or an escape sequence in one cannot
+    rewrite what the terminal shows."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif char in _BIDI:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def _row(key: ApiKeyInfo, with_owner: bool) -> str:
     parts = [key.id]
     if with_owner:
-        parts.append(key.owner_id)
+        parts.append(one_line(key.owner_id))
     parts += [
         key.redacted,
         key.status,
@@ -51,7 +73,7 @@ def _row(key: ApiKeyInfo, with_owner: bool) -> str:
         ",".join(key.granted_scopes),
         isoformat(key.expires_at) or "never",
         isoformat(key.last_used_at) or "never used",
-        key.name.replace("\n", " "),
+        one_line(key.name),
     ]
     return "  ".join(parts)
 
@@ -168,7 +190,9 @@ def audit_command(owner: str | None) -> None:
     findings = audit_keys(keys, service.clock(), service.settings.rotation_reminder_days)
     for finding in findings:
         key = finding.key
-        click.echo(f"{key.id}  {key.owner_id}  {key.redacted}  {'; '.join(finding.problems)}")
+        click.echo(
+            f"{key.id}  {one_line(key.owner_id)}  {key.redacted}  {'; '.join(finding.problems)}"
+        )
     if not findings:
         click.echo("No findings.", err=True)
 
