@@ -219,6 +219,10 @@ def test_every_page_renders_in_the_default_layout(site: Site) -> None:
         assert html.startswith("<!doctype html>")
         assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
         assert f'href="{PREFIX}/static/keyauth.css"' in html
+        # No page can be framed by another site (clickjacking the buttons).
+        headers = site.client.get(PREFIX + path).headers
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Content-Security-Policy"] == "frame-ancestors 'none'"
     css = site.client.get(f"{PREFIX}/static/keyauth.css")
     assert css.status_code == 200 and css.mimetype == "text/css"
     assert b"@media (max-width:" in css.data  # the table stacks on phones

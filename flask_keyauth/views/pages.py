@@ -212,6 +212,10 @@ def render(template: str, status: int = 200, **context: Any) -> Response:
         status,
         mimetype="text/html",
     )
+    # The revoke and rotate buttons must not be clickable through another
+    # site's frame (a framed click is same-origin, so CSRF checks pass it).
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
     return response
 
 
