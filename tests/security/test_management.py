@@ -310,7 +310,7 @@ STATE_CHANGES: list[tuple[str, str, Any]] = [
     ("DELETE", API + "/keys/{id}", None),
     ("POST", API + "/keys/{id}/rotate", {"grace_seconds": 0}),
     ("POST", PREFIX + "/new", {"name": "planted", "scopes": "read", "environment": "live",
-                               "expiry": "never"}),
+                               "expires": "90"}),
     ("POST", PREFIX + "/{id}/revoke", {}),
     ("POST", PREFIX + "/{id}/rotate", {"grace": "0"}),
 ]
