@@ -133,10 +133,11 @@ def manager() -> Caller:
         return Caller(auth.key.owner_id, key_actor(auth.key.id))
     owner = session_owner()
     if owner is None:
-        raise MissingApiKey(
-            "Sign in, or send a key with the 'admin' scope as "
-            "'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
+        forms = " or ".join(
+            f"'{name}: Bearer <key>'" if name.lower() == "authorization" else f"'{name}: <key>'"
+            for name in state.settings.header_names
         )
+        raise MissingApiKey(f"Sign in, or send a key with the '{MANAGE_SCOPE}' scope as {forms}.")
     if request.method not in SAFE_METHODS:
         _read_body()
         check_csrf()
