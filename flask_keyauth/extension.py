@@ -57,7 +57,9 @@ def _own_engine(app: Flask) -> sa.Engine:
         os.makedirs(app.instance_path, exist_ok=True)
         uri = "sqlite:///" + os.path.join(app.instance_path, "keyauth.db")
     url = sa.make_url(uri)
-    options: dict[str, Any] = {}
+    # A failed statement's message would otherwise carry its parameters,
+    # argon2 hashes included, into the host's error logs.
+    options: dict[str, Any] = {"hide_parameters": True}
     if url.get_backend_name() == "sqlite":
         if url.database in (None, "", ":memory:"):
             # One shared connection, or every checkout would see a new,

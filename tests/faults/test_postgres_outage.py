@@ -227,3 +227,65 @@ def test_postgres_stopped_under_gunicorn_traffic_users_get_503_never_500_then_20
     # Pre-ping: no failed transactions after the restart.
     assert recovered_after < 3
     assert all(r[1] == 200 for r in traffic.since(up + recovered_after))
+
+
+def test_postgres_stopped_management_api_users_get_503_json_never_500(
+    postgres_server: ThrowawayPostgres,
+) -> None:
+    from ..security.test_management import API, build_host
+
+    host = build_host(postgres_server.url, TESTING=False,
+                      SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True})
+    mine, admin = host.create("acme", "admin", scopes=["admin"])
+    client = host.client("acme")
+    csrf = {"X-CSRFToken": host.csrf(client)}
+    assert client.get(API + "/keys").status_code == 200
+    postgres_server.stop()
+    calls = [
+        ("GET", API + "/keys", None), ("POST", API + "/keys", {"name": "x"}),
+        ("GET", f"{API}/keys/{mine.id}", None), ("PATCH", f"{API}/keys/{mine.id}", {"name": "y"}),
+        ("DELETE", f"{API}/keys/{mine.id}", None), ("POST", f"{API}/keys/{mine.id}/rotate", {}),
+        ("GET", f"{API}/keys/{mine.id}/usage", None), ("GET", API + "/events", None),
+    ]
+    for method, path, body in calls:
+        response = client.open(path, method=method, json=body, headers=csrf)
+        assert response.status_code == 503, (method, path, response.status_code)
+        assert response.get_json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+        assert "Retry-After" in response.headers
+    # With an admin key instead of a session: the same 503.
+    response = host.client().get(API + "/keys", headers=bearer(admin))
+    assert response.status_code == 503
+    postgres_server.start()
+    assert client.get(API + "/keys").status_code == 200
+    assert client.post(API + "/keys", json={"name": "back"}, headers=csrf).status_code == 201
+    with host.app.app_context():
+        host.db.engine.dispose()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="views/pages.py: the page wrapper lets sqlalchemy's OperationalError through, so "
+    "with the database down the pages answer the app's 500 instead of a 503 page with "
+    "Retry-After (SPEC: store unreachable is 503). Fix: catch the store-down errors in "
+    "page() (as api.internal_error does with _STORE_DOWN) and render error.html with 503",
+)
+def test_postgres_stopped_key_pages_users_get_a_503_page(
+    postgres_server: ThrowawayPostgres,
+) -> None:
+    from ..security.test_management import PREFIX, build_host
+
+    host = build_host(postgres_server.url, TESTING=False,
+                      SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True})
+    mine, _ = host.create("acme", "k")
+    client = host.client("acme")
+    assert client.get(PREFIX + "/").status_code == 200
+    postgres_server.stop()
+    try:
+        for path in ("/", f"/{mine.id}"):
+            response = client.get(PREFIX + path)
+            assert "Traceback" not in response.get_data(as_text=True)
+            assert response.status_code == 503, (path, response.status_code)
+    finally:
+        postgres_server.start()
+        with host.app.app_context():
+            host.db.engine.dispose()

@@ -267,3 +267,25 @@ def test_a_key_sent_in_a_url_is_refused_and_the_scanner_finds_it_in_the_access_l
     result = app.test_cli_runner().invoke(args=["keys", "scan", str(log)])
     assert result.exit_code == 1
     assert len(result.stdout.splitlines()) == 4 and secret not in result.output
+
+
+def test_a_failed_statement_on_our_own_engine_logs_no_hash(postgres_url: str) -> None:
+    """Without the host's ``db``, flask-keyauth's own engine hides statement
+    parameters, so a database error's message (logged by the host) does not
+    carry the new key's argon2 hash."""
+    import sqlalchemy as sa
+
+    app = Flask(__name__)
+    app.config.update(SQLALCHEMY_DATABASE_URI=postgres_url, RATELIMIT_STORAGE_URI="memory://",
+                      KEYAUTH_ARGON2_TIME_COST=1, KEYAUTH_ARGON2_MEMORY_COST=8)
+    keyauth = KeyAuth(app)
+    store = app.extensions["keyauth"].store
+    try:
+        with app.app_context(), pytest.raises(sa.exc.DBAPIError) as raised:
+            # PostgreSQL refuses NUL in text: the INSERT of the key row fails.
+            keyauth.create_key("acme", "nul\x00name")
+        assert "$argon2" not in str(raised.value)
+        assert "nul\x00name" not in str(raised.value)
+    finally:
+        store.tables.keys.metadata.drop_all(store.engine)
+        store.engine.dispose()
