@@ -203,6 +203,15 @@ def test_malformed_key_ids_are_not_found(site: Site, key_id: str) -> None:
 # -- the pages ------------------------------------------------------------------
 
 
+def test_head_requests_change_nothing(site: Site) -> None:
+    info, secret = site.create(name="Kept")
+    for path in PAGES:
+        response = site.client.head(PREFIX + path.format(id=info.id))
+        assert response.status_code == 200, path
+    assert [(k.id, k.status) for k in site.key_list()] == [(info.id, "active")]
+    assert site.client.get("/read", headers=bearer(secret)).status_code == 200
+
+
 def test_every_page_renders_in_the_default_layout(site: Site) -> None:
     empty = site.page("/")
     assert "No API keys yet" in empty

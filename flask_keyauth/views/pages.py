@@ -27,7 +27,7 @@ from ..decorators import get_state
 from ..errors import KeyAuthError, KeyNotFound
 from ..models import NAME_MAX, ApiKeyInfo, KeyEvent
 from . import blueprint
-from .common import check_csrf, csrf_token, session_actor, session_owner
+from .common import SAFE_METHODS, check_csrf, csrf_token, session_actor, session_owner
 
 #: Days of usage the list's sparklines and the detail page's chart show.
 USAGE_DAYS = 30
@@ -258,7 +258,7 @@ def consume_form_id(form_id: str | None) -> None:
 def anonymous() -> ResponseReturnValue:
     login_view = get_state().settings.login_view
     if login_view:
-        if request.method == "GET":
+        if request.method in SAFE_METHODS:
             return redirect(url_for(login_view, next=request.full_path.rstrip("?")))
         return redirect(url_for(login_view))
     return error_page(
@@ -290,7 +290,7 @@ def page(view: PageView) -> Callable[..., ResponseReturnValue]:
         if owner is None:
             return anonymous()
         try:
-            if request.method == "POST":
+            if request.method not in SAFE_METHODS:
                 check_csrf()
             return view(owner, **kwargs)
         except PageError as error:
@@ -418,7 +418,7 @@ def render_create(form: CreateForm, status: int = 200) -> Response:
 def new_key(owner: str) -> ResponseReturnValue:
     """The create form; its POST shows the new key, once."""
     service = get_state().service
-    if request.method == "GET":
+    if request.method != "POST":
         default_scope = "read" if "read" in get_state().settings.scopes else ""
         envs = environments()
         return render_create(
@@ -513,7 +513,7 @@ def event_view(event: KeyEvent) -> EventView:
 def revoke_page(owner: str, key_id: str) -> ResponseReturnValue:
     """GET asks for confirmation; POST revokes the key at once."""
     key = owned_key(owner, key_id)
-    if request.method == "GET":
+    if request.method != "POST":
         return render("keyauth/revoke.html", row=key_view(key))
     get_state().service.revoke_key(key.id, **audit_context(owner))
     return redirect(url_for(".key_page", key_id=key.id, done="revoked"), 303)
@@ -525,7 +525,7 @@ def rotate_page(owner: str, key_id: str) -> ResponseReturnValue:
     """GET offers the grace periods; POST shows the new key, once."""
     service = get_state().service
     view = key_view(owned_key(owner, key_id))
-    if request.method == "GET":
+    if request.method != "POST":
         form_id = issue_form_id() if view.usable else ""
         return render_rotate(view, DEFAULT_GRACE, form_id)
     if not view.usable:
