@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import platform
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -64,14 +65,12 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    import flask
-    import flask_limiter
-    import limits
+    from importlib.metadata import version
 
     return (
         f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
-        f"Flask {flask.__version__}, Flask-Limiter {flask_limiter.__version__}, "
-        f"limits {limits.__version__}, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+        f"Flask {version('flask')}, Flask-Limiter {version('flask-limiter')}, "
+        f"limits {version('limits')}, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
     )
 
 
@@ -196,7 +195,9 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: str) -> bool:
     bare = rows[0]
     say("warming up (every key verified once)")
     for row in rows:
+        began = time.monotonic()
         row.warm()
+        say(f"  {row.key}: {time.monotonic() - began:.1f} s")
     if args.profile:
         profile(rows, args.profile, args.batch)
         return True
@@ -222,8 +223,14 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: str) -> bool:
     return False
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    # Unwind normally, so the throwaway database and Redis keys are removed.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
     started = time.monotonic()
     print(f"flask-keyauth bench — {machine()}")
     with tempfile.TemporaryDirectory(prefix="keyauth-bench-") as tmp, ExitStack() as stack:

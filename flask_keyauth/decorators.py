@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import current_app, g, make_response, request
@@ -56,17 +56,20 @@ def extract_key(headers: Headers, names: Iterable[str]) -> str | None:
     an empty value, ``Bearer`` alone or another scheme is no key at all. The
     same key in several headers is one key; two different keys are refused.
     """
+    return _pick((name, raw) for name in names for raw in headers.getlist(name))
+
+
+def _pick(presented: Iterable[tuple[str, str]]) -> str | None:
     found: list[str] = []
-    for name in names:
-        for raw in headers.getlist(name):
-            value = raw.strip()
-            if name.lower() == "authorization":
-                parts = value.split(None, 1)
-                if len(parts) != 2 or parts[0].lower() != "bearer":
-                    continue
-                value = parts[1].strip()
-            if value:
-                found.append(value)
+    for name, raw in presented:
+        value = raw.strip()
+        if name.lower() == "authorization":
+            parts = value.split(None, 1)
+            if len(parts) != 2 or parts[0].lower() != "bearer":
+                continue
+            value = parts[1].strip()
+        if value:
+            found.append(value)
     if not found:
         return None
     if any(other != found[0] for other in found[1:]):
@@ -74,16 +77,39 @@ def extract_key(headers: Headers, names: Iterable[str]) -> str | None:
     return found[0]
 
 
+@functools.lru_cache(maxsize=64)
+def _environ_names(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    # A WSGI server puts each header in the environ once (repeats joined),
+    # under HTTP_<NAME>: what request.headers.getlist would find, without
+    # building the headers view on every request.
+    found = []
+    for name in names:
+        key = name.upper().replace("-", "_")
+        found.append((name, key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key))
+    return tuple(found)
+
+
+def _presented_key(environ: dict[str, Any], names: Sequence[str]) -> str | None:
+    return _pick(
+        (name, environ[key])
+        for name, key in _environ_names(tuple(names))
+        if key in environ
+    )
+
+
 def _authenticate(state: KeyAuthState) -> Authenticated:
-    if state.settings.require_https and not request.is_secure:
+    settings = state.settings
+    if settings.require_https and not request.is_secure:
         raise HttpsRequired()
-    gate = state.limits.failed_auth_gate(request.remote_addr) if state.limits else None
+    environ = request.environ
+    limits = state.limits
+    gate = limits.failed_auth_gate(environ.get("REMOTE_ADDR")) if limits else None
     try:
         # Two different keys raise InvalidApiKey here: a failed attempt too.
-        text = extract_key(request.headers, state.settings.header_names)
+        text = _presented_key(environ, settings.header_names)
         if text is None:
             raise MissingApiKey()
-        parsed = keys.parse(text, state.settings.key_prefix)
+        parsed = keys.parse(text, settings.key_prefix)
         if parsed is None:
             raise InvalidApiKey()
         return state.service.authenticate(parsed, gate)
@@ -99,10 +125,14 @@ def load_key(*, refusing: bool = True) -> Authenticated:
     ``refusing=False`` is for callers that only look (``current_key``): the
     request is not refused for it, so ``auth_failed`` is not sent for it.
     """
+    return _load(None, refusing)
+
+
+def _load(state: KeyAuthState | None, refusing: bool) -> Authenticated:
     outcome = g.get("_keyauth_auth")
     if outcome is None:
         try:
-            outcome = _authenticate(get_state())
+            outcome = _authenticate(state or get_state())
         except KeyAuthError as error:
             outcome = error
         g._keyauth_auth = outcome
@@ -171,7 +201,7 @@ def require_key(*scopes: str) -> Callable[[F], F]:
                     "KEYAUTH_SCOPES"
                 )
             try:
-                auth = load_key()
+                auth = _load(state, True)
                 if state.limits is not None:
                     state.limits.consume(auth)
                 if not required <= auth.key.scopes:

@@ -4,17 +4,18 @@ argon2 is slow on purpose (tens of milliseconds), so each key is verified
 with it once per process. After that, :class:`VerifiedCache` remembers an
 HMAC of (stored hash, secret) under a random per-process key: a repeat
 request costs one HMAC instead of one argon2 run. The cache never decides
-whether a key is still valid: the key's row is read on every request, so a
-revocation or an expiry applies on the very next request in every process.
+whether a key is still valid: the key's row is read on every request, and
+what the cache remembers alongside (the key's view, its owner's limits) is
+reused only while that row reads exactly the same, so a revocation, an
+expiry or a plan change applies on the very next request in every process.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import threading
-from collections import OrderedDict
+from typing import Any
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -54,40 +55,70 @@ class Hasher:
             return False
 
 
+class _Entry:
+    __slots__ = ("digest", "snapshot")
+
+    def __init__(self, digest: bytes) -> None:
+        self.digest = digest
+        # (row, value), replaced as a whole: a reader sees one pair or the other.
+        self.snapshot: tuple[tuple[Any, ...], Any] | None = None
+
+
 class VerifiedCache:
     """A bounded, thread-safe memory of (key id, hash, secret) seen valid.
 
     Only an HMAC is kept, never the secret; the HMAC key is random per
-    process and never leaves it.
+    process and never leaves it. Each entry may also hold what was built
+    from the key's row (see :meth:`remember`), valid for that row only.
+    When full, the oldest entry goes: its key pays one argon2 run again.
     """
 
-    def __init__(self, max_entries: int = 10_000) -> None:
+    def __init__(self, max_entries: int = 100_000) -> None:
         self._hmac_key = secrets.token_bytes(32)
-        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._entries: dict[str, _Entry] = {}
         self._max = max_entries
         self._lock = threading.Lock()
 
     def _digest(self, stored_hash: str, secret: str) -> bytes:
         message = stored_hash.encode() + b"\0" + secret.encode()
-        return hmac.new(self._hmac_key, message, hashlib.sha256).digest()
+        return hmac.digest(self._hmac_key, message, "sha256")
 
     def contains(self, key_id: str, stored_hash: str, secret: str) -> bool:
-        expected = self._entries.get(key_id)
-        if expected is None:
+        entry = self._entries.get(key_id)
+        if entry is None:
             return False
-        return hmac.compare_digest(expected, self._digest(stored_hash, secret))
+        return hmac.compare_digest(entry.digest, self._digest(stored_hash, secret))
 
     def known(self, key_id: str) -> bool:
         """Whether this process has verified some secret for ``key_id``."""
         return key_id in self._entries
 
     def add(self, key_id: str, stored_hash: str, secret: str) -> None:
-        digest = self._digest(stored_hash, secret)
+        entry = _Entry(self._digest(stored_hash, secret))
         with self._lock:
-            self._entries[key_id] = digest
-            self._entries.move_to_end(key_id)
+            self._entries.pop(key_id, None)
+            self._entries[key_id] = entry
             while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+                del self._entries[next(iter(self._entries))]
+
+    def remember(self, key_id: str, row: tuple[Any, ...], value: Any) -> None:
+        """Keep ``value``, built from ``row``, for :meth:`fresh` to return."""
+        entry = self._entries.get(key_id)
+        if entry is not None:
+            entry.snapshot = (row, value)
+
+    def fresh(self, key_id: str, row: tuple[Any, ...], stored_hash: str, secret: str) -> Any:
+        """What :meth:`remember` kept for this key, if ``row`` is the very row
+        it was built from and ``secret`` is the one verified; else ``None``."""
+        entry = self._entries.get(key_id)
+        if entry is None:
+            return None
+        snapshot = entry.snapshot
+        if snapshot is None or snapshot[0] != row:
+            return None
+        if not hmac.compare_digest(entry.digest, self._digest(stored_hash, secret)):
+            return None
+        return snapshot[1]
 
     def discard(self, key_id: str) -> None:
         with self._lock:

@@ -6,6 +6,14 @@ meaning. ``require_key`` counts each authenticated request against its
 owner's plan itself, after authenticating, so the order of decorators does
 not matter; Flask-Limiter's own headers are left off in favour of ours,
 which describe the window that binds first.
+
+With the fixed-window strategy (Flask-Limiter's default) a request costs
+one storage round trip for all of its plan's windows: on Redis one script
+increments every window and returns its count and time to live; with
+``memory://`` the windows are counted in this process by
+:class:`LocalWindows`, which expires counters lazily instead of sweeping
+every counter on a timer, so its cost does not grow with the number of
+owners. Other strategies go through Flask-Limiter's strategy object.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, after_this_request, current_app, request
 from flask.wrappers import Response
 from limits import RateLimitItem, parse, parse_many
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 
 from . import signals
@@ -68,7 +79,20 @@ class Window:
 
 def reset_iso(reset: float) -> str:
     """A reset time as ISO 8601 UTC, rounded up to the whole second."""
-    return isoformat(dt.datetime.fromtimestamp(math.ceil(reset), UTC)) or ""
+    second = math.ceil(reset)
+    text = _ISO_SECONDS.get(second)
+    if text is None:
+        # Formatting a datetime is a sizeable part of a request's cost, and
+        # a window's reset stays the same for its whole length.
+        if len(_ISO_SECONDS) >= 4096:
+            _ISO_SECONDS.clear()
+        text = _ISO_SECONDS[second] = (
+            isoformat(dt.datetime.fromtimestamp(second, UTC)) or ""
+        )
+    return text
+
+
+_ISO_SECONDS: dict[int, str] = {}
 
 
 def binding(windows: Sequence[Window]) -> Window:
@@ -132,6 +156,80 @@ def _unique_names(windows: Sequence[Window]) -> list[str]:
     return names
 
 
+class LocalWindows:
+    """Fixed-window counters in this process's memory (``memory://``).
+
+    The same windows as Flask-Limiter's memory storage (a window starts at
+    its first hit and lasts the limit's period), but an expired counter is
+    dropped when it is next touched, and the whole table is swept only when
+    it has doubled since the last sweep: the cost per request stays flat
+    however many owners are active.
+    """
+
+    SWEEP_FLOOR = 1024
+
+    def __init__(self) -> None:
+        self._windows: dict[str, list[float]] = {}  # key -> [count, reset]
+        self._lock = threading.Lock()
+        self._sweep_at = self.SWEEP_FLOOR
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> tuple[int, float]:
+        """Add ``amount`` (may be negative, never below 0); the count and reset."""
+        now = time.time()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None or window[1] <= now:
+                if amount <= 0:
+                    return 0, now
+                if window is None and len(self._windows) >= self._sweep_at:
+                    self._sweep(now)
+                window = self._windows[key] = [0, now + expiry]
+            window[0] = max(0, window[0] + amount)
+            return int(window[0]), window[1]
+
+    def get(self, key: str) -> tuple[int, float]:
+        now = time.time()
+        window = self._windows.get(key)
+        if window is None or window[1] <= now:
+            return 0, now
+        return int(window[0]), window[1]
+
+    def _sweep(self, now: float) -> None:
+        self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
+        self._sweep_at = max(self.SWEEP_FLOOR, 2 * len(self._windows))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._windows.clear()
+            self._sweep_at = self.SWEEP_FLOOR
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+
+#: Every window of a plan in one round trip: KEYS are the windows' keys,
+#: ARGV the amount then each window's period and limit. Like the
+#: fixed-window strategy, a window starts at its first hit and counting
+#: stops at the first window over its limit. Returns count and
+#: milliseconds to reset for each window counted.
+_REDIS_HIT = """
+local amount = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+    local current = redis.call('incrby', key, amount)
+    if current == amount then
+        redis.call('expire', key, ARGV[2 * i])
+    end
+    out[#out + 1] = current
+    out[#out + 1] = redis.call('pttl', key)
+    if current > tonumber(ARGV[2 * i + 1]) then
+        break
+    end
+end
+return out
+"""
+
+
 class FailedAuthGate:
     """Counts failed authentications of one request against its address.
 
@@ -149,8 +247,14 @@ class FailedAuthGate:
             return
         limits = self._limits
         item = limits.failed_auth_item
+        ids = limits.ids("keyauth-failed", self._addr)
+        local = limits.local
         try:
-            allowed = limits.fixed.hit(item, *limits.ids("keyauth-failed", self._addr))
+            if local is not None:
+                count, reset = local.incr(item.key_for(*ids), item.get_expiry())
+                allowed = count <= item.amount
+            else:
+                allowed = limits.fixed.hit(item, *ids)
         except limits.storage_errors():
             # This throttle always fails closed: without it nothing bounds
             # the argon2 work an attacker can ask for.
@@ -158,9 +262,8 @@ class FailedAuthGate:
             raise StorageUnavailable(headers=[("Retry-After", str(STORAGE_RETRY_AFTER))]) from None
         self._taken = True
         if not allowed:
-            reset = limits.fixed.get_window_stats(
-                item, *limits.ids("keyauth-failed", self._addr)
-            ).reset_time
+            if local is None:
+                reset = limits.fixed.get_window_stats(item, *ids).reset_time
             retry = max(1, math.ceil(reset - time.time()))
             raise TooManyFailedAttempts(
                 details={"retry_after": retry}, headers=[("Retry-After", str(retry))]
@@ -170,14 +273,15 @@ class FailedAuthGate:
         if not self._taken:
             return
         self._taken = False
-        item = self._limits.failed_auth_item
+        limits = self._limits
+        item = limits.failed_auth_item
+        key = item.key_for(*limits.ids("keyauth-failed", self._addr))
         try:
-            self._limits.storage.incr(
-                item.key_for(*self._limits.ids("keyauth-failed", self._addr)),
-                item.get_expiry(),
-                amount=-1,
-            )
-        except self._limits.storage_errors():
+            if limits.local is not None:
+                limits.local.incr(key, item.get_expiry(), amount=-1)
+            else:
+                limits.storage.incr(key, item.get_expiry(), amount=-1)
+        except limits.storage_errors():
             pass  # the unit expires with its window
 
     def count_failure(self) -> None:
@@ -251,6 +355,10 @@ class PlanLimits:
         # storage key -> (reset time, last count seen), for fixed windows.
         self._resets: dict[str, tuple[float, int]] = {}
         self._outage_logged = False
+        self._local = LocalWindows()
+        self._local_for: Any = None
+        self._script: Any = None
+        self._script_for: Any = None
 
     # -- storage -------------------------------------------------------------
 
@@ -272,7 +380,26 @@ class PlanLimits:
 
     def storage_errors(self) -> tuple[type[BaseException], ...]:
         errors = self.storage.base_exceptions
-        return errors if isinstance(errors, tuple) else (errors,)
+        return (*errors, StorageError) if isinstance(errors, tuple) else (errors, StorageError)
+
+    @property
+    def local(self) -> LocalWindows | None:
+        """The in-process windows, when the storage is ``memory://``."""
+        storage = self.limiter.storage
+        if not isinstance(storage, MemoryStorage):
+            return None
+        if storage is not self._local_for:
+            self._local_for = storage
+            reset = storage.reset
+            local = self._local
+
+            def reset_both() -> int | None:
+                # Limiter.reset() keeps its meaning: every counter goes.
+                local.clear()
+                return reset()
+
+            storage.reset = reset_both  # type: ignore[method-assign]
+        return self._local
 
     def note_storage_down(self) -> None:
         if not self._outage_logged:
@@ -307,11 +434,19 @@ class PlanLimits:
     def _windows(self, auth: Authenticated, spend: bool) -> tuple[list[Window], Window | None]:
         strategy = self.limiter.limiter
         ids = self.ids("keyauth", auth.key.owner_id)
-        if spend and type(strategy) is FixedWindowRateLimiter:
-            return self._fixed_windows(ids, self.items(auth.limits))
+        items = self.items(auth.limits)
+        if type(strategy) is FixedWindowRateLimiter:
+            local = self.local
+            if local is not None:
+                return self._local_windows(local, ids, items, spend)
+            if spend:
+                storage = self.storage
+                if type(storage) is RedisStorage:
+                    return self._redis_windows(storage, ids, items)
+                return self._fixed_windows(ids, items)
         windows: list[Window] = []
         breached: Window | None = None
-        for item in self.items(auth.limits):
+        for item in items:
             allowed = strategy.hit(item, *ids) if spend else True
             stats = strategy.get_window_stats(item, *ids)
             window = Window(item, max(0, int(stats.remaining)), float(stats.reset_time))
@@ -320,6 +455,47 @@ class PlanLimits:
                 breached = window
                 break  # as Flask-Limiter does: the first breach stops counting
         return windows, breached
+
+    def _local_windows(
+        self, local: LocalWindows, ids: tuple[str, ...], items: list[RateLimitItem], spend: bool
+    ) -> tuple[list[Window], Window | None]:
+        windows: list[Window] = []
+        for item in items:
+            key = item.key_for(*ids)
+            if spend:
+                count, reset = local.incr(key, item.get_expiry())
+            else:
+                count, reset = local.get(key)
+            window = Window(item, max(0, item.amount - count), reset)
+            windows.append(window)
+            if count > item.amount:
+                return windows, window
+        return windows, None
+
+    def _redis_windows(
+        self, storage: RedisStorage, ids: tuple[str, ...], items: list[RateLimitItem]
+    ) -> tuple[list[Window], Window | None]:
+        """Every window in one round trip (see ``_REDIS_HIT``)."""
+        if storage is not self._script_for:
+            self._script = storage.storage.register_script(_REDIS_HIT)
+            self._script_for = storage
+        args: list[int] = [1]
+        for item in items:
+            args += [item.get_expiry(), item.amount]
+        out = self._script(
+            keys=[storage.prefixed_key(item.key_for(*ids)) for item in items], args=args
+        )
+        now = time.time()
+        windows: list[Window] = []
+        for n in range(0, len(out), 2):
+            item = items[n // 2]
+            count, ttl = int(out[n]), int(out[n + 1])
+            reset = now + (ttl / 1000 if ttl >= 0 else item.get_expiry())
+            window = Window(item, max(0, item.amount - count), reset)
+            windows.append(window)
+            if count > item.amount:
+                return windows, window
+        return windows, None
 
     def _fixed_windows(
         self, ids: tuple[str, ...], items: list[RateLimitItem]

@@ -7,8 +7,12 @@ in an app context (signals are sent with ``current_app`` as sender).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -233,26 +237,38 @@ class KeyService:
 
         Written counts plus what this process still holds in its buffer;
         other processes' buffers show up within ``KEYAUTH_LAST_USED_INTERVAL``.
+        ``KeyNotFound`` when there is no such key.
         """
-        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= USAGE_DAYS_MAX:
-            raise ValueError(f"days must be a whole number from 1 to {USAGE_DAYS_MAX}")
-        last = today or self.clock().date()
-        first = last - dt.timedelta(days=days - 1)
-        usage = self.store.tables.usage
         with self.store.engine.connect() as conn:
             self._record(conn, key_id)
-            rows = conn.execute(
-                sa.select(usage.c.day, usage.c.requests).where(
-                    usage.c.key_id == key_id, usage.c.day >= first, usage.c.day <= last
-                )
-            ).all()
-        counts: dict[dt.date, int] = {row.day: row.requests for row in rows}
-        for day, n in self.usage.pending_requests(key_id).items():
-            counts[day] = counts.get(day, 0) + n
-        return [
-            (day, counts.get(day, 0))
-            for day in (first + dt.timedelta(days=i) for i in range(days))
-        ]
+        return self.daily_usage_many([key_id], days, today)[key_id]
+
+    def daily_usage_many(
+        self, key_ids: Iterable[str], days: int = 30, today: dt.date | None = None
+    ) -> dict[str, list[tuple[dt.date, int]]]:
+        """:meth:`daily_usage` of several keys in one query (for a list page)."""
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= USAGE_DAYS_MAX:
+            raise ValueError(f"days must be a whole number from 1 to {USAGE_DAYS_MAX}")
+        wanted = list(dict.fromkeys(key_ids))
+        last = today or self.clock().date()
+        first = last - dt.timedelta(days=days - 1)
+        counts: dict[tuple[str, dt.date], int] = {}
+        if wanted:
+            usage = self.store.tables.usage
+            with self.store.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(usage.c.key_id, usage.c.day, usage.c.requests).where(
+                        usage.c.key_id.in_(wanted), usage.c.day >= first, usage.c.day <= last
+                    )
+                ).all()
+            counts = {(row.key_id, row.day): row.requests for row in rows}
+        for key_id in wanted:
+            for day, n in self.usage.pending_requests(key_id).items():
+                counts[(key_id, day)] = counts.get((key_id, day), 0) + n
+        range_ = [first + dt.timedelta(days=i) for i in range(days)]
+        return {
+            key_id: [(day, counts.get((key_id, day), 0)) for day in range_] for key_id in wanted
+        }
 
     def events(
         self, owner_id: str, key_id: str | None = None, limit: int = EVENTS_MAX
@@ -511,36 +527,49 @@ class KeyService:
     def authenticate(self, key: keys.ParsedKey, gate: AttemptGate | None = None) -> Authenticated:
         """Verify a well-formed key; raise ``InvalidApiKey`` or ``ExpiredApiKey``.
 
-        One indexed read of the key's row per call (so a revocation or an
-        expiry applies at once in every process); argon2 runs only the first
-        time this process sees this key, and for unknown ids a dummy
-        verification takes the same time as a wrong secret.
+        One indexed read of the key's row per call (so a revocation, an
+        expiry or a plan change applies at once in every process); argon2
+        runs only the first time this process sees this key, and for unknown
+        ids a dummy verification takes the same time as a wrong secret.
+        While the row reads exactly as it did when this process last let the
+        key in, what was built from it then is reused: only the expiry, which
+        depends on the time, is checked again.
         """
         if key.environment not in self.settings.environments_accepted:
             raise InvalidApiKey()
-        try:
-            with self.store.engine.connect() as conn:
-                row = conn.execute(self._auth_query, {"key_id": key.key_id}).first()
-        except sa.exc.SQLAlchemyError:
-            logger.exception("flask-keyauth could not read the key store")
-            raise StorageUnavailable(headers=[("Retry-After", "5")]) from None
+        rows = self._key_rows
+        row = rows.read(key.key_id)
         if row is None:
             if gate is not None:
                 gate.acquire()
             self.hasher.verify_dummy(key.secret)
             raise InvalidApiKey()
-        record = KeyRecord.from_row(row)
+        # The checksum covers the environment and prefix, but a forger who
+        # holds a key could re-checksum it under another environment: the
+        # row decides.
+        if row[rows.ENVIRONMENT] != key.environment or row[rows.PREFIX] != key.prefix:
+            raise InvalidApiKey()
+        warm: _Warm | None = self.cache.fresh(
+            key.key_id, row, row[rows.HASH], key.secret
+        )
+        if warm is not None:
+            now = self.clock()
+            if warm.expires_at is not None and now >= warm.expires_at:
+                raise ExpiredApiKey(details={"expired_at": isoformat(warm.expires_at)})
+            if self.usage.record(key.key_id, now):
+                self.usage.flush(self.store.engine, self.store.tables)
+            return Authenticated(
+                warm.info.with_last_used(self.usage.pending_last_used(key.key_id)),
+                warm.limits,
+            )
+        values = rows.values(row)
+        record = KeyRecord.from_row(values)
         verified_before = self.cache.contains(record.key_id, record.secret_hash, key.secret)
         if not verified_before:
             if gate is not None:
                 gate.acquire()
             if not self.hasher.verify(record.secret_hash, key.secret):
                 raise InvalidApiKey()
-        # The checksum covers the environment and prefix, but a forger who
-        # holds a key could re-checksum it under another environment: the
-        # row decides.
-        if record.environment != key.environment or record.prefix != key.prefix:
-            raise InvalidApiKey()
         if record.is_revoked:
             raise InvalidApiKey()
         if not verified_before:
@@ -550,10 +579,17 @@ class KeyService:
         now = self.clock()
         if record.is_expired(now):
             raise ExpiredApiKey(details={"expired_at": isoformat(record.expires_at)})
-        plan, limits = self.resolve_plan(row.plan, row.limits)
+        plan, limits = self.resolve_plan(values.plan, values.limits)
         if self.usage.record(record.key_id, now):
             self.usage.flush(self.store.engine, self.store.tables)
-        return Authenticated(self._info(record, plan), limits)
+        info = self._info(record, plan)
+        if record.secret_hash == row[rows.HASH]:
+            # (A hash upgraded just now changes the row: the next request
+            # reads the new row and builds this again, once.)
+            self.cache.remember(
+                record.key_id, row, _Warm(_InfoTemplate(info), limits, record.expires_at)
+            )
+        return Authenticated(info, limits)
 
     def _after_verify(self, record: KeyRecord, secret: str) -> None:
         stored_hash = record.secret_hash
@@ -574,6 +610,10 @@ class KeyService:
                 stored_hash = record.secret_hash
         self.cache.add(record.key_id, stored_hash, secret)
 
+    @functools.cached_property
+    def _key_rows(self) -> KeyRows:
+        return KeyRows(self.store)
+
     def flush_usage(self) -> None:
         self.usage.flush(self.store.engine, self.store.tables)
 
@@ -583,3 +623,204 @@ class _Row:
 
     def __init__(self, values: dict[str, Any]) -> None:
         self.__dict__.update(values)
+
+
+# -- the per-request read of a key's row --------------------------------------------
+
+
+class _InfoTemplate:
+    """A key's :class:`ApiKeyInfo` as built from its row, to stamp with the
+    time of each request without building it again."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, info: ApiKeyInfo) -> None:
+        self._fields = dict(info.__dict__)
+
+    def with_last_used(self, last_used_at: dt.datetime | None) -> ApiKeyInfo:
+        # Field for field, as dataclasses.replace would, without running
+        # __init__ again: this is on every request's path.
+        info = object.__new__(ApiKeyInfo)
+        fields = info.__dict__
+        fields.update(self._fields)
+        stored = fields["last_used_at"]
+        if last_used_at is not None and (stored is None or last_used_at > stored):
+            fields["last_used_at"] = last_used_at
+        return info
+
+
+@dataclass(frozen=True)
+class _Warm:
+    """What a request of a known key reuses while its row is unchanged."""
+
+    info: _InfoTemplate
+    limits: tuple[str, ...]
+    expires_at: dt.datetime | None
+
+
+class _Values:
+    """Attribute access over one processed row."""
+
+    def __init__(self, names: tuple[str, ...], values: Iterable[Any]) -> None:
+        self.__dict__.update(zip(names, values, strict=True))
+
+    def __getattr__(self, name: str) -> Any:  # for the type checker only
+        raise AttributeError(name)
+
+
+@dataclass
+class _Held:
+    """A connection set aside for key reads, with its cursor."""
+
+    connection: sa.Connection
+    cursor: Any
+    autocommit: bool
+
+
+def _close_quietly(connection: Any) -> None:
+    # Thrown away because it is broken or no longer wanted: nothing to report.
+    with contextlib.suppress(Exception):
+        connection.close()
+
+
+class KeyRows:
+    """Reads one key's row and its owner's plan straight through the driver.
+
+    The statement is compiled once by SQLAlchemy for the engine's dialect
+    and run on a connection set aside for these reads (detached from the
+    pool, so without its checkout and pre-ping round trip), in autocommit so
+    that no transaction stays open between requests, on the driver's cursor
+    unless statement listeners are installed on the engine. Values are converted with the column
+    types' own result processors only when the row has changed. A failed
+    read is tried once more on a new connection (the server may have
+    restarted), then answers 503.
+    """
+
+    #: Where the prefix, the environment and the stored hash are in a raw row.
+    PREFIX, ENVIRONMENT, HASH = 3, 4, 6
+    #: Connections kept idle for the next reads.
+    IDLE_MAX = 8
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._idle: list[_Held] = []
+        self._pid = os.getpid()
+        self._engine: sa.Engine | None = None
+        self._sql = ""
+        self._positional = False
+        self._names: tuple[str, ...] = ()
+        self._processors: list[Callable[[Any], Any] | None] = []
+        self._dedicated = False
+        self._errors: tuple[type[BaseException], ...] = ()
+
+    def _prepare(self, engine: sa.Engine) -> None:
+        t = self._store.tables
+        k, owners = t.keys, t.owners
+        columns = [
+            k.c.key_id, k.c.owner_id, k.c.name, k.c.prefix, k.c.environment, k.c.scopes,
+            k.c.secret_hash, k.c.last4, k.c.created_at, k.c.expires_at, k.c.revoked_at,
+            k.c.last_used_at, owners.c.plan, owners.c.limits,
+        ]
+        statement = (
+            sa.select(*columns)
+            .select_from(k.outerjoin(owners, owners.c.owner_id == k.c.owner_id))
+            .where(k.c.key_id == sa.bindparam("key_id"))
+        )
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        self._sql = compiled.string
+        self._positional = bool(compiled.positional)
+        self._names = tuple(column.name for column in columns)
+        assert self._names[self.PREFIX : self.HASH + 1 : 3] == ("prefix", "secret_hash")
+        self._processors = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in columns
+        ]
+        # Where the pool holds one connection for everyone (SQLite in
+        # memory), taking it away would lose the database: borrow it instead.
+        self._dedicated = isinstance(engine.pool, (sa.pool.QueuePool, sa.pool.NullPool))
+        self._errors = (dialect.loaded_dbapi.Error, sa.exc.SQLAlchemyError)
+        self._close_idle()
+        self._engine = engine
+        sa.event.listen(engine, "engine_disposed", self._on_dispose)
+
+    def _on_dispose(self, engine: sa.Engine) -> None:
+        if engine is self._engine:
+            self._close_idle()
+
+    def _close_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for held in idle:
+            _close_quietly(held.connection)
+
+    def _connect(self, engine: sa.Engine) -> _Held:
+        connection = engine.connect()
+        autocommit = True
+        try:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+        except sa.exc.ArgumentError:  # a driver without autocommit: end each read
+            autocommit = False
+        if self._dedicated:
+            connection.detach()
+        dbapi_connection = connection.connection.dbapi_connection
+        assert dbapi_connection is not None  # a connection just checked out
+        return _Held(connection, dbapi_connection.cursor(), autocommit)
+
+    def read(self, key_id: str) -> tuple[Any, ...] | None:
+        """The key's raw row, or ``None``; ``StorageUnavailable`` when the
+        key store cannot be read."""
+        engine = self._store.engine
+        if engine is not self._engine:
+            self._prepare(engine)
+        if self._pid != os.getpid():
+            # A forked worker must not use its parent's sockets (nor close them).
+            self._idle, self._pid = [], os.getpid()
+        params: Any = (key_id,) if self._positional else {"key_id": key_id}
+        # With statement listeners on the engine (query logs, tracing, the
+        # tests' statement counts) the read goes through SQLAlchemy so that
+        # they see it; otherwise straight to the driver's cursor.
+        dispatch = engine.dispatch
+        observed = bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute)
+        for attempt in range(2):
+            with self._lock:
+                held = self._idle.pop() if self._idle else None
+            fresh = held is None
+            try:
+                if held is None:
+                    held = self._connect(engine)
+                if observed:
+                    row = held.connection.exec_driver_sql(self._sql, params).first()
+                else:
+                    held.cursor.execute(self._sql, params)
+                    row = held.cursor.fetchone()
+                if not held.autocommit or observed:
+                    held.connection.rollback()
+            except self._errors:
+                if held is not None:
+                    _close_quietly(held.connection)
+                if fresh or attempt:
+                    logger.exception("flask-keyauth could not read the key store")
+                    raise StorageUnavailable(headers=[("Retry-After", "5")]) from None
+                continue
+            keep = False
+            if self._dedicated:
+                with self._lock:
+                    if len(self._idle) < self.IDLE_MAX:
+                        self._idle.append(held)
+                        keep = True
+            if not keep:
+                held.connection.close()  # back to the pool, or closed if detached
+            return None if row is None else tuple(row)
+        raise AssertionError("unreachable")
+
+    def values(self, row: tuple[Any, ...]) -> Any:
+        """The row with each column's type applied (datetimes in UTC)."""
+        return _Values(
+            self._names,
+            (
+                value if process is None or value is None else process(value)
+                for value, process in zip(row, self._processors, strict=True)
+            ),
+        )

@@ -88,27 +88,33 @@ def write(
     counts: Counter[tuple[str, dt.date]],
 ) -> None:
     keys = tables.keys
-    for key_id, at in last_used.items():
+    # One executemany per statement: a flush after a busy interval may
+    # carry tens of thousands of keys.
+    if last_used:
         conn.execute(
             sa.update(keys)
-            .where(keys.c.key_id == key_id)
-            .where(sa.or_(keys.c.last_used_at.is_(None), keys.c.last_used_at < at))
-            .values(last_used_at=at)
+            .where(keys.c.key_id == sa.bindparam("k_id"))
+            .where(
+                sa.or_(keys.c.last_used_at.is_(None), keys.c.last_used_at < sa.bindparam("at"))
+            )
+            .values(last_used_at=sa.bindparam("at")),
+            [{"k_id": key_id, "at": at} for key_id, at in last_used.items()],
         )
     usage = tables.usage
     dialect = conn.dialect.name
-    for (key_id, day), n in counts.items():
+    if dialect in ("sqlite", "postgresql") and counts:
         # Increments, never read-modify-write: several processes add to the
         # same row without losing each other's counts.
-        if dialect in ("sqlite", "postgresql"):
-            stmt = _UPSERTS[dialect](usage).values(key_id=key_id, day=day, requests=n)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[usage.c.key_id, usage.c.day],
-                    set_={"requests": usage.c.requests + stmt.excluded.requests},
-                )
-            )
-            continue
+        stmt = _UPSERTS[dialect](usage)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[usage.c.key_id, usage.c.day],
+                set_={"requests": usage.c.requests + stmt.excluded.requests},
+            ),
+            [{"key_id": k, "day": day, "requests": n} for (k, day), n in counts.items()],
+        )
+        return
+    for (key_id, day), n in counts.items():
         updated = conn.execute(
             sa.update(usage)
             .where(usage.c.key_id == key_id, usage.c.day == day)

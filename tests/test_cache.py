@@ -7,10 +7,14 @@ has its own cache and buffers, and shares only the database.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
+
+from flask_keyauth import current_key, require_key
 
 from .conftest import (
     AppFactory,
@@ -243,3 +247,122 @@ def test_clock_is_the_services(app: Flask, make_key: MakeKey, clock: Clock) -> N
     assert stored_row(app, info.id).created_at.replace(tzinfo=None) == clock.now.replace(
         tzinfo=None
     )
+
+
+# -- what a warm request reuses, and when it stops --------------------------------------
+
+
+def test_plan_change_elsewhere_applies_on_the_next_request(app_factory: AppFactory) -> None:
+    first, _, first_keyauth = app_factory()
+    second, _, second_keyauth = app_factory()
+    client = first.test_client()
+    with first.app_context():
+        _, secret = first_keyauth.create_key("acme", "k")
+    for _ in range(3):
+        response = client.get("/read", headers=bearer(secret))
+    assert response.headers["X-RateLimit-Limit"] == "100"
+    with second.app_context():
+        second_keyauth.set_plan("acme", "enterprise", "7/minute")
+    response = client.get("/read", headers=bearer(secret))
+    assert response.headers["X-RateLimit-Limit"] == "7"
+    with second.app_context():
+        second_keyauth.set_plan("acme", "free")
+    assert client.get("/read", headers=bearer(secret)).headers["X-RateLimit-Limit"] == "100"
+
+
+def test_a_rename_elsewhere_shows_in_current_key_at_once(app_factory: AppFactory) -> None:
+    first, _, first_keyauth = app_factory()
+    second, _, _ = app_factory()
+
+    @first.get("/name")
+    @require_key()
+    def name() -> dict[str, Any]:
+        return {"name": current_key.name, "last_used_at": current_key.last_used_at.isoformat()}
+
+    client = first.test_client()
+    with first.app_context():
+        info, secret = first_keyauth.create_key("acme", "before")
+    assert client.get("/name", headers=bearer(secret)).get_json()["name"] == "before"
+    with second.app_context():
+        service_of(second).update_key(info.id, name="after")
+    body = client.get("/name", headers=bearer(secret)).get_json()
+    assert body["name"] == "after"
+    # A warm request's view carries this request's use.
+    first_use = body["last_used_at"]
+    time.sleep(0.01)
+    assert client.get("/name", headers=bearer(secret)).get_json()["last_used_at"] > first_use
+
+
+def test_revoke_by_direct_sql_applies_on_the_next_request(
+    app: Flask, client: Any, make_key: MakeKey
+) -> None:
+    # Not through the service, so no cache is told: the row read decides.
+    info, secret = make_key()
+    for _ in range(3):
+        assert client.get("/read", headers=bearer(secret)).status_code == 200
+    state = app.extensions["keyauth"]
+    keys = state.store.tables.keys
+    with app.app_context(), state.store.engine.begin() as conn:
+        conn.execute(
+            sa.update(keys).where(keys.c.key_id == info.id).values(revoked_at=sa.func.now())
+        )
+    assert code(client.get("/read", headers=bearer(secret))) == "INVALID_API_KEY"
+
+
+def test_warm_requests_read_the_row_without_statement_listeners(
+    app: Flask, client: Any, make_key: MakeKey
+) -> None:
+    """Without listeners the read goes straight to the driver; it still
+    happens on every request (SQLite traces it)."""
+    info, secret = make_key()
+    state = app.extensions["keyauth"]
+    with app.app_context():
+        engine = state.store.engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the driver-level trace is SQLite's")
+    traced: list[str] = []
+    sa.event.listen(
+        engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(traced.append)
+    )
+    engine.dispose()  # new connections, traced from the start
+    for _ in range(5):
+        assert client.get("/read", headers=bearer(secret)).status_code == 200
+    reads = [s for s in traced if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 5 and all(info.id in s and "keyauth_api_keys" in s for s in reads)
+    assert not [s for s in traced if s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
+
+
+def test_no_transaction_is_left_open_between_requests(
+    app: Flask, client: Any, make_key: MakeKey
+) -> None:
+    _, secret = make_key()
+    state = app.extensions["keyauth"]
+    with app.app_context():
+        engine = state.store.engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("pg_stat_activity is PostgreSQL's")
+    for _ in range(3):
+        assert client.get("/read", headers=bearer(secret)).status_code == 200
+    with engine.connect() as conn:
+        stuck = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state = 'idle in transaction' AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    assert stuck == 0
+
+
+def test_a_full_cache_drops_its_oldest_entry() -> None:
+    from flask_keyauth.hashing import VerifiedCache
+
+    cache = VerifiedCache(max_entries=3)
+    for n in range(4):
+        cache.add(f"key{n}", "hash", "secret")
+    assert not cache.known("key0") and cache.known("key3") and len(cache) == 3
+    cache.remember("key3", ("row",), "value")
+    assert cache.fresh("key3", ("row",), "hash", "secret") == "value"
+    assert cache.fresh("key3", ("other row",), "hash", "secret") is None
+    assert cache.fresh("key3", ("row",), "hash", "wrong secret") is None
+    cache.add("key3", "hash", "secret")  # verified again: what was built goes
+    assert cache.fresh("key3", ("row",), "hash", "secret") is None

@@ -477,3 +477,74 @@ def test_every_strategy_counts_exactly(tmp_path: Any, storage_uri: str, strategy
     finally:
         with h.app.app_context():
             h.app.extensions["keyauth"].limits.limiter.reset()
+
+
+# -- the cost of counting --------------------------------------------------------
+
+
+def test_redis_counts_every_window_in_one_round_trip(tmp_path: Any) -> None:
+    import redis.connection
+
+    h = Host(tmp_path, redis_url())
+    try:
+        _, secret = h.key()
+        assert h.client.get("/read", headers=bearer(secret)).status_code == 200
+        sent: list[int] = []
+        original = redis.connection.AbstractConnection.send_packed_command
+
+        def counting(self: Any, command: Any, check_health: bool = True) -> None:
+            sent.append(1)
+            original(self, command, check_health)
+
+        redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+        try:
+            responses = [h.client.get("/read", headers=bearer(secret)) for _ in range(4)]
+        finally:
+            redis.connection.AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+        # Two windows (5/minute, 10/hour), one round trip per request.
+        assert len(sent) == 4
+        assert [r.headers["X-RateLimit-Remaining"] for r in responses] == ["3", "2", "1", "0"]
+        assert h.client.get("/read", headers=bearer(secret)).status_code == 429
+        # The counters are Flask-Limiter's own: its strategy reads the same ones.
+        from limits import parse
+
+        limits = h.app.extensions["keyauth"].limits
+        stats = limits.limiter.limiter.get_window_stats(
+            parse("10/hour"), *limits.ids("keyauth", "acme")
+        )
+        assert stats.remaining == 5  # the 429 broke the minute first: the hour kept its unit
+    finally:
+        with h.app.app_context():
+            h.app.extensions["keyauth"].limits.limiter.reset()
+
+
+def test_local_windows_expire_and_stay_bounded() -> None:
+    from flask_keyauth.ratelimit import LocalWindows
+
+    windows = LocalWindows()
+    assert windows.incr("a", 0.05) == (1, windows.get("a")[1])
+    assert windows.incr("a", 0.05)[0] == 2
+    assert windows.incr("a", 0.05, amount=-5)[0] == 0
+    time.sleep(0.06)
+    assert windows.get("a")[0] == 0
+    assert windows.incr("a", 60)[0] == 1  # a new window
+    # Many short-lived counters: expired ones are swept as the table grows,
+    # so it never holds many more than the live ones.
+    for n in range(5000):
+        windows.incr(f"k{n}", 0.001)
+    time.sleep(0.01)
+    for n in range(5000):
+        windows.incr(f"j{n}", 60)
+    assert len(windows) <= 2 * 5000 + 1
+
+
+def test_limiter_reset_clears_plan_counters_in_memory(host: Host) -> None:
+    _, secret = host.key()
+    for _ in range(5):
+        host.client.get("/read", headers=bearer(secret))
+    assert host.client.get("/read", headers=bearer(secret)).status_code == 429
+    with host.app.app_context():
+        host.keyauth.limiter.reset()
+    assert host.client.get("/read", headers=bearer(secret)).headers[
+        "X-RateLimit-Remaining"
+    ] == "4"
