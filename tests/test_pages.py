@@ -23,7 +23,7 @@ from werkzeug.test import TestResponse
 from flask_keyauth import KeyAuth, blueprint
 from flask_keyauth.models import ApiKeyInfo
 
-from .conftest import bearer, install_clock, make_app, service_of
+from .conftest import bearer, install_clock, make_app, service_of, sql_statements
 
 PREFIX = "/settings/api-keys"
 KEY_PATTERN = re.compile(r"sk_(?:live|test)_[0-9A-Za-z]{50}")
@@ -744,3 +744,13 @@ def test_host_templates_override_the_bundled_ones(make_site: MakeSite) -> None:
     html = made.page("/")
     assert "OUR LIST [&lt;b&gt;x&lt;/b&gt;]" in html
     assert "ka-topbar" in html  # still inside the bundled layout
+
+
+def test_the_list_reads_every_sparkline_in_one_query(site: Site) -> None:
+    for n in range(6):
+        site.create(name=f"key {n}")
+    site.sign_in()
+    with sql_statements(site.app) as statements:
+        html = site.page("/")
+    assert html.count('class="ka-usage-total"') == 6
+    assert len([s for s in statements if "keyauth_usage" in s]) == 1

@@ -182,7 +182,7 @@ class KeyView:
         return charts.bar_chart(self.usage)
 
 
-def key_view(key: ApiKeyInfo, *, usage: bool = False) -> KeyView:
+def key_view(key: ApiKeyInfo, *, usage: list[tuple[dt.date, int]] | None = None) -> KeyView:
     state = get_state()
     now = state.service.clock()
     return KeyView(
@@ -190,7 +190,7 @@ def key_view(key: ApiKeyInfo, *, usage: bool = False) -> KeyView:
         status=display_status(key, now),
         now=now,
         reminder_days=state.settings.rotation_reminder_days,
-        usage=state.service.daily_usage(key.id, USAGE_DAYS) if usage else [],
+        usage=usage or [],
     )
 
 
@@ -324,7 +324,10 @@ def audit_context(owner: str) -> dict[str, Any]:
 def index(owner: str) -> ResponseReturnValue:
     """The owner's keys, newest first."""
     service = get_state().service
-    rows = [key_view(key, usage=True) for key in service.list_keys(owner)]
+    keys = service.list_keys(owner)
+    # One query for every sparkline on the page, not one per key.
+    usage = service.daily_usage_many([key.id for key in keys], USAGE_DAYS)
+    rows = [key_view(key, usage=usage[key.id]) for key in keys]
     return render(
         "keyauth/index.html",
         owner=owner,
@@ -456,7 +459,8 @@ def new_key(owner: str) -> ResponseReturnValue:
 def key_page(owner: str, key_id: str) -> ResponseReturnValue:
     """One key: its details, its usage chart and its history."""
     service = get_state().service
-    view = key_view(owned_key(owner, key_id), usage=True)
+    key = owned_key(owner, key_id)
+    view = key_view(key, usage=service.daily_usage(key.id, USAGE_DAYS))
     events = service.events(owner, key_id=key_id)
     return render(
         "keyauth/detail.html",
