@@ -261,23 +261,14 @@ def test_get_head_options_change_nothing(sqlite_host: Host, caller: str) -> None
     ]
     for path in paths:
         for method in ("GET", "HEAD", "OPTIONS"):
-            if method == "HEAD" and path.endswith("/revoke"):
-                continue  # a known bug: see the xfail test below
             response = client.open(path, method=method, headers=auth)
             assert response.status_code < 500, (method, path)
     assert h.snapshot() == before
     assert [k.status for k in h.keys_of("acme")] == ["active", "active"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="views/pages.py: revoke_page treats any method but GET as the POST, and the page "
-    "wrapper checks CSRF only for POST, so HEAD /<key_id>/revoke revokes the key with no CSRF "
-    "token (HEAD is a CORS-safelisted method: no preflight). Fix: in page(), check CSRF for "
-    "every method not in SAFE_METHODS, and branch on `request.method != 'POST'` (or "
-    "`in SAFE_METHODS`) in revoke_page, rotate_page and new_key",
-)
 def test_head_on_the_revoke_page_revokes_nothing(sqlite_host: Host) -> None:
+    """HEAD is CORS-safelisted (no preflight): it must never act as the POST."""
     h = sqlite_host
     mine, secret = h.create("acme", "mine")
     client = h.client("acme")
