@@ -102,6 +102,8 @@ def build(args: argparse.Namespace, stack: ExitStack, tmp: str) -> list[Variant]
         apps.bare_app(), [environ(apps.BARE)]))
 
     local = apps.keyauth_app(f"sqlite:///{tmp}/keyauth.db", "memory://", key_prefix="b1")
+    add("bare-in-app", "1b. bare route of the flask-keyauth app (Flask-Limiter's hooks)",
+        lambda: Target(local.app, [environ(apps.BARE)]))
     add("keyauth", "2. require_key + plan limits, warm, SQLite + memory (10 owners)",
         lambda: keyauth_target(local, 10))
 

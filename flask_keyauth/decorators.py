@@ -8,6 +8,7 @@ and keeps the outcome in ``g._keyauth_auth``; the decorator, the JSON API and
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -191,6 +192,10 @@ def require_key(*scopes: str) -> Callable[[F], F]:
     required = frozenset(scopes)
 
     def decorator(view: F) -> F:
+        # What current_app.ensure_sync(view) decides, decided once: a plain
+        # function is called as it is.
+        plain = not inspect.iscoroutinefunction(view)
+
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             state = get_state()
@@ -210,6 +215,8 @@ def require_key(*scopes: str) -> Callable[[F], F]:
                     )
             except KeyAuthError as error:
                 return error_response(error)
+            if plain:
+                return view(*args, **kwargs)
             return current_app.ensure_sync(view)(*args, **kwargs)
 
         wrapper._keyauth_scopes = required  # type: ignore[attr-defined]

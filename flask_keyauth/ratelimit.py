@@ -19,6 +19,7 @@ owners. Other strategies go through Flask-Limiter's strategy object.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import threading
@@ -318,6 +319,81 @@ def _owner_or_address() -> str:
     return request.remote_addr or "unknown"
 
 
+def _skip_idle_hooks(app: Flask, limiter: Limiter) -> None:
+    """Run Flask-Limiter's request hooks only where it has something to do.
+
+    Flask-Limiter looks at every request in a ``before_request`` hook (and
+    an ``after_request`` and a teardown one), even where no limit of its own
+    applies, as on a ``require_key`` route that counts its plan itself; on
+    a small JSON route these hooks cost more than the route. An endpoint is
+    left out only when Flask-Limiter has no default, application or meta
+    limits, no in-memory fallback, and no limit on the endpoint, its view
+    or its blueprint; anything else goes through Flask-Limiter unchanged.
+    """
+    from flask_limiter.util import get_qualified_name
+
+    idle: dict[str, bool] = {}
+
+    def is_idle(endpoint: str) -> bool:
+        manager = limiter.limit_manager
+        if manager.default_limits or manager.application_limits:
+            return False
+        if getattr(limiter, "_meta_limits", None) or getattr(
+            limiter, "_in_memory_fallback_enabled", False
+        ):
+            return False
+        view = app.view_functions.get(endpoint)
+        if view is None or manager.has_hints(endpoint):
+            return False
+        name = get_qualified_name(view)
+        if manager.decorated_limits(name) or name in getattr(limiter, "_marked_for_limiting", ()):
+            return False
+        blueprint = endpoint.rpartition(".")[0]
+        while blueprint:
+            if manager.blueprint_limits(app, blueprint):
+                return False
+            blueprint = blueprint.rpartition(".")[0]
+        return True
+
+    def has_work() -> bool:
+        endpoint = request.endpoint
+        if endpoint is None:
+            return True
+        known = idle.get(endpoint)
+        if known is None:
+            known = idle[endpoint] = is_idle(endpoint)
+        return not known
+
+    def guard(hook: Any, kind: str) -> Any:
+        if kind == "after":
+            @functools.wraps(hook)
+            def after(response: Response) -> Response:
+                return hook(response) if has_work() else response
+
+            return after
+
+        @functools.wraps(hook)
+        def other(*args: Any) -> Any:
+            return hook(*args) if has_work() else None
+
+        return other
+
+    def ours(hook: Any) -> bool:
+        if isinstance(hook, functools.partial):
+            return bool(hook.args) and hook.args[0] is limiter
+        return getattr(hook, "__self__", None) is limiter
+
+    for kind, registry in (
+        ("before", app.before_request_funcs),
+        ("after", app.after_request_funcs),
+        ("teardown", app.teardown_request_funcs),
+    ):
+        hooks = registry.get(None, [])
+        for n, hook in enumerate(hooks):
+            if ours(hook):
+                hooks[n] = guard(hook, kind)
+
+
 class PlanLimits:
     """The plan limits of one app, on its Flask-Limiter instance."""
 
@@ -342,6 +418,7 @@ class PlanLimits:
             )
         elif limiter not in app.extensions.get("limiter", set()):
             limiter.init_app(app)
+        _skip_idle_hooks(app, limiter)
         self.limiter = limiter
         self.settings = settings
         # RATELIMIT_KEY_PREFIX keeps its meaning: apps sharing one storage
@@ -358,6 +435,7 @@ class PlanLimits:
         self._local = LocalWindows()
         self._local_for: Any = None
         self._script: Any = None
+        self._keys_of: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = {}
         self._script_for: Any = None
 
     # -- storage -------------------------------------------------------------
@@ -438,7 +516,7 @@ class PlanLimits:
         if type(strategy) is FixedWindowRateLimiter:
             local = self.local
             if local is not None:
-                return self._local_windows(local, ids, items, spend)
+                return self._local_windows(local, ids, items, spend, self._keys(ids, auth.limits))
             if spend:
                 storage = self.storage
                 if type(storage) is RedisStorage:
@@ -456,12 +534,23 @@ class PlanLimits:
                 break  # as Flask-Limiter does: the first breach stops counting
         return windows, breached
 
+    def _keys(self, ids: tuple[str, ...], limits: tuple[str, ...]) -> list[str]:
+        """The storage keys of an owner's windows (built once per owner and plan)."""
+        found = self._keys_of.get((ids, limits))
+        if found is None:
+            if len(self._keys_of) >= RESETS_KEPT:
+                self._keys_of.clear()
+            found = self._keys_of[(ids, limits)] = [
+                item.key_for(*ids) for item in self.items(limits)
+            ]
+        return found
+
     def _local_windows(
-        self, local: LocalWindows, ids: tuple[str, ...], items: list[RateLimitItem], spend: bool
+        self, local: LocalWindows, ids: tuple[str, ...], items: list[RateLimitItem], spend: bool,
+        keys: list[str],
     ) -> tuple[list[Window], Window | None]:
         windows: list[Window] = []
-        for item in items:
-            key = item.key_for(*ids)
+        for item, key in zip(items, keys, strict=True):
             if spend:
                 count, reset = local.incr(key, item.get_expiry())
             else:

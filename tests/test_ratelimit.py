@@ -548,3 +548,51 @@ def test_limiter_reset_clears_plan_counters_in_memory(host: Host) -> None:
     assert host.client.get("/read", headers=bearer(secret)).headers[
         "X-RateLimit-Remaining"
     ] == "4"
+
+
+def test_flask_limiter_defaults_still_apply_everywhere(tmp_path: Any) -> None:
+    # Its hooks are skipped only where it has nothing to do: with default
+    # limits it has something to do on every route, protected or not.
+    h = Host(tmp_path, "memory://", RATELIMIT_DEFAULT="3/minute")
+    app = h.app
+
+    @app.get("/open")
+    def open_route() -> Any:
+        return {"ok": True}
+
+    _, secret = h.key()
+    assert [h.client.get("/open").status_code for _ in range(4)] == [200, 200, 200, 429]
+    statuses = [h.client.get("/read", headers=bearer(secret)).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    with app.app_context():
+        h.app.extensions["keyauth"].limits.limiter.reset()
+
+
+def test_flask_limiter_application_and_blueprint_limits_still_apply(tmp_path: Any) -> None:
+    from flask import Blueprint
+
+    h = Host(tmp_path, "memory://")
+    limiter = h.keyauth.limiter
+    bp = Blueprint("v2", __name__)
+
+    @bp.get("/v2/read")
+    @require_key("read")
+    def v2_read() -> Any:
+        return {"ok": True}
+
+    limiter.limit("2/minute")(bp)
+    h.app.register_blueprint(bp)
+    _, secret = h.key()
+    statuses = [h.client.get("/v2/read", headers=bearer(secret)).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    # Routes without Flask-Limiter limits are not held by the blueprint's.
+    assert h.client.get("/read", headers=bearer(secret)).status_code == 200
+
+    (tmp_path / "o").mkdir()
+    other = Host(tmp_path / "o", "memory://", RATELIMIT_APPLICATION="2/minute")
+    _, key = other.key()
+    codes = [other.client.get("/read", headers=bearer(key)).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    for each in (h, other):
+        with each.app.app_context():
+            each.app.extensions["keyauth"].limits.limiter.reset()
