@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from flask import current_app, g, make_response, request
+from flask import Flask, current_app, g, make_response, request
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import Headers
 from werkzeug.local import LocalProxy
@@ -169,7 +169,14 @@ def error_response(error: KeyAuthError) -> ResponseReturnValue:
     """Answer a ``KeyAuthError``, through ``@keyauth.error_handler`` if set."""
     handler = get_state().extension.error_handler_callback
     if handler is None:
-        raise error
+        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        spec = app.error_handler_spec
+        if any(spec.get(name) for name in (*request.blueprints, None)):
+            # The host may handle it (@app.errorhandler): Flask decides.
+            raise error
+        # Nobody else answers it: build the response here rather than have
+        # Flask run the exception as a WSGI app to get the same one.
+        return app.response_class(error.get_body(), error.status, error.get_headers())
     response = make_response(handler(error))
     error.apply_headers(response)
     return response
