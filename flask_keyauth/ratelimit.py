@@ -335,18 +335,24 @@ def _skip_idle_hooks(app: Flask, limiter: Limiter) -> None:
     idle: dict[str, bool] = {}
 
     def is_idle(endpoint: str) -> bool:
+        try:
+            return limiter_is_idle(endpoint)
+        except AttributeError:
+            # Another Flask-Limiter than the one this was written against:
+            # let it look at every request, as it always does.
+            return False
+
+    def limiter_is_idle(endpoint: str) -> bool:
         manager = limiter.limit_manager
         if manager.default_limits or manager.application_limits:
             return False
-        if getattr(limiter, "_meta_limits", None) or getattr(
-            limiter, "_in_memory_fallback_enabled", False
-        ):
+        if limiter._meta_limits or limiter._in_memory_fallback_enabled:
             return False
         view = app.view_functions.get(endpoint)
         if view is None or manager.has_hints(endpoint):
             return False
         name = get_qualified_name(view)
-        if manager.decorated_limits(name) or name in getattr(limiter, "_marked_for_limiting", ()):
+        if manager.decorated_limits(name) or name in limiter._marked_for_limiting:
             return False
         blueprint = endpoint.rpartition(".")[0]
         while blueprint:
