@@ -18,6 +18,7 @@ owners. Other strategies go through Flask-Limiter's strategy object.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import functools
 import logging
@@ -370,19 +371,40 @@ def _skip_idle_hooks(app: Flask, limiter: Limiter) -> None:
             known = idle[endpoint] = is_idle(endpoint)
         return not known
 
+    # The decision of this request, taken in the before hook and read by the
+    # other two (None when the before hook did not run).
+    decided: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+        "keyauth_limiter_work", default=None
+    )
+
     def guard(hook: Any, kind: str) -> Any:
+        if kind == "before":
+            @functools.wraps(hook)
+            def before() -> Any:
+                work = has_work()
+                decided.set(work)
+                return hook() if work else None
+
+            return before
+
         if kind == "after":
             @functools.wraps(hook)
             def after(response: Response) -> Response:
-                return hook(response) if has_work() else response
+                work = decided.get()
+                if work is None:
+                    work = has_work()
+                return hook(response) if work else response
 
             return after
 
         @functools.wraps(hook)
-        def other(*args: Any) -> Any:
-            return hook(*args) if has_work() else None
+        def teardown(*args: Any) -> None:
+            work = decided.get()
+            decided.set(None)
+            if work is None or work:
+                hook(*args)
 
-        return other
+        return teardown
 
     def ours(hook: Any) -> bool:
         if isinstance(hook, functools.partial):

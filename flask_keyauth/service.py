@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -677,6 +678,19 @@ class _Held:
     autocommit: bool
 
 
+#: Every reader, to drop (not close) their connections in a forked child.
+_READERS: weakref.WeakSet[KeyRows] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for reader in list(_READERS):
+        reader._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _close_quietly(connection: Any) -> None:
     # Thrown away because it is broken or no longer wanted: nothing to report.
     with contextlib.suppress(Exception):
@@ -705,7 +719,7 @@ class KeyRows:
         self._store = store
         self._lock = threading.Lock()
         self._idle: list[_Held] = []
-        self._pid = os.getpid()
+        _READERS.add(self)
         self._engine: sa.Engine | None = None
         self._sql = ""
         self._positional = False
@@ -774,9 +788,6 @@ class KeyRows:
         engine = self._store.engine
         if engine is not self._engine:
             self._prepare(engine)
-        if self._pid != os.getpid():
-            # A forked worker must not use its parent's sockets (nor close them).
-            self._idle, self._pid = [], os.getpid()
         params: Any = (key_id,) if self._positional else {"key_id": key_id}
         # With statement listeners on the engine (query logs, tracing, the
         # tests' statement counts) the read goes through SQLAlchemy so that
@@ -812,8 +823,12 @@ class KeyRows:
                         keep = True
             if not keep:
                 held.connection.close()  # back to the pool, or closed if detached
-            return None if row is None else tuple(row)
+            return row if row is None or type(row) is tuple else tuple(row)
         raise AssertionError("unreachable")
+
+    def _forget_after_fork(self) -> None:
+        # A forked worker must not use its parent's sockets (nor close them).
+        self._idle = []
 
     def values(self, row: tuple[Any, ...]) -> Any:
         """The row with each column's type applied (datetimes in UTC)."""

@@ -366,3 +366,35 @@ def test_a_full_cache_drops_its_oldest_entry() -> None:
     assert cache.fresh("key3", ("row",), "hash", "wrong secret") is None
     cache.add("key3", "hash", "secret")  # verified again: what was built goes
     assert cache.fresh("key3", ("row",), "hash", "secret") is None
+
+
+def test_a_forked_worker_reads_on_its_own_connection(
+    app: Flask, client: Any, make_key: MakeKey
+) -> None:
+    """A worker forked after a request (gunicorn --preload) must not share
+    the parent's database connection, which would garble both."""
+    import os
+    import warnings
+
+    _, secret = make_key()
+    assert client.get("/read", headers=bearer(secret)).status_code == 200
+    reader = service_of(app)._key_rows
+    inherited = list(reader._idle)
+    assert inherited, "the parent keeps its read connection for the next request"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        try:
+            ok = all(
+                app.test_client().get("/read", headers=bearer(secret)).status_code == 200
+                for _ in range(3)
+            )
+            shared = any(held is old for held in reader._idle for old in inherited)
+            os._exit(0 if ok and not shared else 1)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for _ in range(3):
+        assert client.get("/read", headers=bearer(secret)).status_code == 200
