@@ -85,11 +85,28 @@ def _check_owner(owner_id: Any) -> str:
     return owner_id
 
 
+#: The errors of a key store that cannot be reached (down, restarting, pool
+#: exhausted): the views answer them with 503, not 500.
+STORE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+#: Seconds a client is told to wait while the key store is unreachable.
+STORE_RETRY_AFTER = 5
+
+
+def is_plain_text(value: str) -> bool:
+    """No control characters nor lone surrogates: they have no place in a
+    label, and not every database can store them (PostgreSQL refuses NUL)."""
+    return not any(
+        ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) <= 0xDFFF for c in value
+    )
+
+
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ValueError("name must be a non-empty string")
     if len(name) > NAME_MAX:
         raise ValueError(f"name must be at most {NAME_MAX} characters, not {len(name)}")
+    if not is_plain_text(name):
+        raise ValueError("name must not contain control characters")
     return name
 
 
@@ -813,7 +830,9 @@ class KeyRows:
                     _close_quietly(held.connection)
                 if fresh or attempt:
                     logger.exception("flask-keyauth could not read the key store")
-                    raise StorageUnavailable(headers=[("Retry-After", "5")]) from None
+                    raise StorageUnavailable(
+                        headers=[("Retry-After", str(STORE_RETRY_AFTER))]
+                    ) from None
                 continue
             keep = False
             if self._dedicated:

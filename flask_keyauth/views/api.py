@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
-import sqlalchemy as sa
 from flask import current_app, g, request, url_for
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
@@ -35,7 +34,7 @@ from ..errors import (
     ValidationError,
 )
 from ..models import NAME_MAX, UTC, ApiKeyInfo
-from ..service import USAGE_DAYS_MAX
+from ..service import STORE_DOWN, STORE_RETRY_AFTER, USAGE_DAYS_MAX, is_plain_text
 from . import blueprint
 from .common import SAFE_METHODS, check_csrf, key_actor, session_actor, session_owner
 
@@ -245,14 +244,6 @@ def json_body(allowed: frozenset[str]) -> dict[str, Any]:
 # -- checking fields ------------------------------------------------------
 
 
-def _plain_text(value: str) -> bool:
-    # Control characters and lone surrogates cannot be stored everywhere
-    # (PostgreSQL refuses NUL) and have no place in a label.
-    return not any(
-        ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) <= 0xDFFF for c in value
-    )
-
-
 def _name(value: Any) -> str:
     if not isinstance(value, str):
         raise _invalid({"name": "must be a string"})
@@ -260,7 +251,7 @@ def _name(value: Any) -> str:
         raise _invalid({"name": "must not be blank"})
     if len(value) > NAME_MAX:
         raise _invalid({"name": f"must be at most {NAME_MAX} characters, not {len(value)}"})
-    if not _plain_text(value):
+    if not is_plain_text(value):
         raise _invalid({"name": "must not contain control characters"})
     return value
 
@@ -545,9 +536,6 @@ def openapi_document() -> ResponseReturnValue:
 # -- unexpected errors ----------------------------------------------------
 
 #: Database errors that mean the key store cannot be reached or used now.
-_STORE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
-
-
 def is_api_request() -> bool:
     """Whether the current request was routed to the JSON API."""
     endpoint = request.endpoint or ""
@@ -568,8 +556,8 @@ def internal_error(error: InternalServerError) -> ResponseReturnValue:
         if handler is not None:
             return current_app.ensure_sync(handler)(error)  # type: ignore[no-any-return]
         return error.get_response()
-    if isinstance(error.original_exception, _STORE_DOWN):
-        down = StorageUnavailable(headers=[("Retry-After", "5")])
+    if isinstance(error.original_exception, STORE_DOWN):
+        down = StorageUnavailable(headers=[("Retry-After", str(STORE_RETRY_AFTER))])
         return down.get_response()
     body = {
         "error": {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,8 +25,9 @@ from werkzeug.wrappers import Response
 
 from .. import charts
 from ..decorators import get_state
-from ..errors import KeyAuthError, KeyNotFound
+from ..errors import KeyAuthError, KeyNotFound, StorageUnavailable
 from ..models import NAME_MAX, ApiKeyInfo, KeyEvent
+from ..service import STORE_DOWN, STORE_RETRY_AFTER
 from . import blueprint
 from .common import SAFE_METHODS, check_csrf, csrf_token, session_actor, session_owner
 
@@ -55,6 +57,8 @@ STATUS_LABELS = {
     "expired": "Expired",
     "revoked": "Revoked",
 }
+
+logger = logging.getLogger("flask_keyauth")
 
 
 class PageError(Exception):
@@ -300,6 +304,14 @@ def page(view: PageView) -> Callable[..., ResponseReturnValue]:
         except KeyAuthError as error:
             title = "Request refused" if error.status == 400 else "Something went wrong"
             return error_page(PageError(error.status, error.code_name, title, error.message))
+        except STORE_DOWN:
+            logger.exception("flask-keyauth could not reach the key store")
+            down = StorageUnavailable()
+            response = error_page(
+                PageError(503, down.code_name, "Temporarily unavailable", down.message)
+            )
+            response.headers["Retry-After"] = str(STORE_RETRY_AFTER)
+            return response
 
     return wrapper
 

@@ -262,13 +262,6 @@ def test_postgres_stopped_management_api_users_get_503_json_never_500(
         host.db.engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="views/pages.py: the page wrapper lets sqlalchemy's OperationalError through, so "
-    "with the database down the pages answer the app's 500 instead of a 503 page with "
-    "Retry-After (SPEC: store unreachable is 503). Fix: catch the store-down errors in "
-    "page() (as api.internal_error does with _STORE_DOWN) and render error.html with 503",
-)
 def test_postgres_stopped_key_pages_users_get_a_503_page(
     postgres_server: ThrowawayPostgres,
 ) -> None:

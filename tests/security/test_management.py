@@ -481,14 +481,6 @@ def pg_host(postgres_url: str) -> Iterator[Host]:
         h.db.engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service.check_name accepts control characters; PostgreSQL refuses NUL in text, "
-    "so create_key raises sqlalchemy's DataError instead of ValueError (SPEC §2: bad "
-    "arguments are a ValueError) and the create page answers 500. Fix: check_name refuses "
-    "control characters (the JSON API's _plain_text rule), which the page already turns into "
-    "a 400 form error",
-)
 def test_a_nul_in_a_label_is_a_value_error_and_a_400_page_on_postgresql(pg_host: Host) -> None:
     h = pg_host
     with h.app.app_context(), pytest.raises(ValueError, match="name"):
