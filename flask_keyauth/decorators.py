@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -60,15 +61,22 @@ def extract_key(headers: Headers, names: Iterable[str]) -> str | None:
     return _pick((name, raw) for name in names for raw in headers.getlist(name))
 
 
+#: HTTP's own whitespace (RFC 9110 OWS). ``str.strip()`` would also drop
+#: control characters such as ``\x1c`` and non-ASCII spaces such as
+#: ``\xa0``, and a key wrapped in them must be refused, not cleaned up.
+_OWS = " \t"
+_SCHEME = re.compile(r"([^ \t]+)[ \t]+(.*)", re.DOTALL)
+
+
 def _pick(presented: Iterable[tuple[str, str]]) -> str | None:
     found: list[str] = []
     for name, raw in presented:
-        value = raw.strip()
+        value = raw.strip(_OWS)
         if name.lower() == "authorization":
-            parts = value.split(None, 1)
-            if len(parts) != 2 or parts[0].lower() != "bearer":
+            match = _SCHEME.fullmatch(value)
+            if match is None or match.group(1).lower() != "bearer":
                 continue
-            value = parts[1].strip()
+            value = match.group(2).strip(_OWS)
         if value:
             found.append(value)
     if not found:
