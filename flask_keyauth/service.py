@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import weakref
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,6 +43,8 @@ logger = logging.getLogger("flask_keyauth")
 OWNER_MAX = 255
 #: The longest usage history one call returns, in days.
 USAGE_DAYS_MAX = 90
+#: Locks that keep first uses of one key from running argon2 in parallel.
+FIRST_USE_LOCKS = 64
 #: The most events one call returns.
 EVENTS_MAX = 500
 _UNSET: Any = object()
@@ -582,18 +585,42 @@ class KeyService:
             )
         values = rows.values(row)
         record = KeyRecord.from_row(values)
-        verified_before = self.cache.contains(record.key_id, record.secret_hash, key.secret)
-        if not verified_before:
-            if gate is not None:
-                gate.acquire()
-            if not self.hasher.verify(record.secret_hash, key.secret):
+        if self.cache.contains(record.key_id, record.secret_hash, key.secret):
+            if record.is_revoked:
                 raise InvalidApiKey()
-        if record.is_revoked:
-            raise InvalidApiKey()
-        if not verified_before:
-            if gate is not None:
-                gate.release()
-            self._after_verify(record, key.secret)
+        else:
+            # One first use per key at a time: parallel first uses of one key
+            # (a client's burst, every worker after a deploy) run argon2,
+            # take a failed-auth unit and upgrade an old hash once, not once
+            # each.
+            lock = self._first_use_lock(record.key_id)
+            waited = not lock.acquire(blocking=False)
+            if waited:
+                lock.acquire()
+            try:
+                if waited and self.cache.known(record.key_id):
+                    # Verified (perhaps rehashed) while this request waited:
+                    # read the row again to see the hash that was verified.
+                    again = rows.read(key.key_id)
+                    if again is not None:
+                        fresh_values = rows.values(again)
+                        fresh = KeyRecord.from_row(fresh_values)
+                        if self.cache.contains(fresh.key_id, fresh.secret_hash, key.secret):
+                            row, values, record = again, fresh_values, fresh
+                if not self.cache.contains(record.key_id, record.secret_hash, key.secret):
+                    if gate is not None:
+                        gate.acquire()
+                    if not self.hasher.verify(record.secret_hash, key.secret):
+                        raise InvalidApiKey()
+                    if record.is_revoked:
+                        raise InvalidApiKey()
+                    if gate is not None:
+                        gate.release()
+                    self._after_verify(record, key.secret)
+                elif record.is_revoked:
+                    raise InvalidApiKey()
+            finally:
+                lock.release()
         now = self.clock()
         if record.is_expired(now):
             raise ExpiredApiKey(details={"expired_at": isoformat(record.expires_at)})
@@ -631,6 +658,15 @@ class KeyService:
     @functools.cached_property
     def _key_rows(self) -> KeyRows:
         return KeyRows(self.store)
+
+    @functools.cached_property
+    def _first_use_locks(self) -> tuple[threading.Lock, ...]:
+        return tuple(threading.Lock() for _ in range(FIRST_USE_LOCKS))
+
+    def _first_use_lock(self, key_id: str) -> threading.Lock:
+        # Striped: bounded memory whatever the number of keys; two keys that
+        # share a stripe only wait for each other's first argon2 run.
+        return self._first_use_locks[zlib.crc32(key_id.encode()) % FIRST_USE_LOCKS]
 
     def flush_usage(self) -> None:
         self.usage.flush(self.store.engine, self.store.tables)

@@ -164,14 +164,6 @@ def test_a_key_created_under_load_works_on_its_next_request(
     assert len(service_of(app).cache) >= 11
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the failed-auth gate takes a unit before argon2 for every request of a key this "
-    "process has not verified yet, and gives it back only after: parallel first uses of one "
-    "valid key (a client's burst, or every worker after a deploy) exceed the limit and get "
-    "429 TOO_MANY_FAILED_ATTEMPTS. Fix in service.authenticate: single-flight per key id "
-    "(one argon2 run and one gate unit per key; the others wait for its outcome)",
-)
 def test_parallel_first_uses_of_a_valid_key_are_not_failed_attempts(
     limited: tuple[Flask, KeyAuth],
 ) -> None:

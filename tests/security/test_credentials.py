@@ -244,14 +244,6 @@ def test_rotation_grace_ends_at_its_end_in_every_process(
 # -- rehash on use -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service.authenticate verifies and rehashes in every request that finds the key "
-    "unverified in this process, so N parallel first uses of a key with old argon2 "
-    "parameters write N different hashes (last write wins, and the cache entries of the "
-    "others no longer match the row). Same fix as the failed-auth gate: single-flight per "
-    "key id, so one request verifies (and rehashes) and the others reuse its outcome",
-)
 def test_old_parameters_are_rehashed_once_under_parallel_first_use(
     app_factory: AppFactory,
 ) -> None:
