@@ -11,13 +11,14 @@ import functools
 import inspect
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import Flask, current_app, g, make_response, request
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import Headers
 from werkzeug.local import LocalProxy
+from werkzeug.wrappers import Response
 
 from . import keys, signals
 from .errors import (
@@ -69,7 +70,7 @@ _SCHEME = re.compile(r"([^ \t]+)[ \t]+(.*)", re.DOTALL)
 
 
 def _pick(presented: Iterable[tuple[str, str]]) -> str | None:
-    found: list[str] = []
+    found: str | None = None
     for name, raw in presented:
         value = raw.strip(_OWS)
         if name.lower() == "authorization":
@@ -78,12 +79,11 @@ def _pick(presented: Iterable[tuple[str, str]]) -> str | None:
                 continue
             value = match.group(2).strip(_OWS)
         if value:
-            found.append(value)
-    if not found:
-        return None
-    if any(other != found[0] for other in found[1:]):
-        raise InvalidApiKey()
-    return found[0]
+            if found is None:
+                found = value
+            elif value != found:
+                raise InvalidApiKey()
+    return found
 
 
 @functools.lru_cache(maxsize=64)
@@ -98,24 +98,19 @@ def _environ_names(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
-def _presented_key(environ: dict[str, Any], names: Sequence[str]) -> str | None:
-    return _pick(
-        (name, environ[key])
-        for name, key in _environ_names(tuple(names))
-        if key in environ
-    )
+def _presented_key(environ: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    return _pick([(name, environ[key]) for name, key in _environ_names(names) if key in environ])
 
 
-def _authenticate(state: KeyAuthState) -> Authenticated:
+def _authenticate(state: KeyAuthState, environ: dict[str, Any]) -> Authenticated:
     settings = state.settings
     if settings.require_https and not request.is_secure:
         raise HttpsRequired()
-    environ = request.environ
     limits = state.limits
     gate = limits.failed_auth_gate(environ.get("REMOTE_ADDR")) if limits else None
     try:
         # Two different keys raise InvalidApiKey here: a failed attempt too.
-        text = _presented_key(environ, settings.header_names)
+        text = _presented_key(environ, tuple(settings.header_names))
         if text is None:
             raise MissingApiKey()
         parsed = keys.parse(text, settings.key_prefix)
@@ -138,25 +133,29 @@ def load_key(*, refusing: bool = True) -> Authenticated:
 
 
 def _load(state: KeyAuthState | None, refusing: bool) -> Authenticated:
-    outcome = g.get("_keyauth_auth")
+    # The request's g and environ, looked up once (each proxy access costs).
+    ctx_g = g._get_current_object()
+    outcome = ctx_g.__dict__.get("_keyauth_auth")
     if outcome is None:
         try:
-            outcome = _authenticate(state or get_state())
+            outcome = _authenticate(state or get_state(), request.environ)
         except KeyAuthError as error:
             outcome = error
-        g._keyauth_auth = outcome
+        ctx_g._keyauth_auth = outcome
     if isinstance(outcome, KeyAuthError):
         if (
             refusing
             and isinstance(outcome, (AuthenticationError, TooManyFailedAttempts))
-            and not g.get("_keyauth_failure_sent")
+            and not ctx_g.__dict__.get("_keyauth_failure_sent")
         ):
-            g._keyauth_failure_sent = True
-            signals.auth_failed.send(
-                signals.sender(),
-                reason=outcome.code_name,
-                remote_addr=request.remote_addr,
-            )
+            ctx_g._keyauth_failure_sent = True
+            # Nobody listening: skip finding the sender and the address.
+            if signals.auth_failed.receivers:
+                signals.auth_failed.send(
+                    signals.sender(),
+                    reason=outcome.code_name,
+                    remote_addr=request.remote_addr,
+                )
         raise outcome
     return cast(Authenticated, outcome)
 
@@ -173,18 +172,26 @@ def _current_key() -> ApiKeyInfo | None:
 current_key: ApiKeyInfo = cast(ApiKeyInfo, LocalProxy(_current_key))
 
 
-def error_response(error: KeyAuthError) -> ResponseReturnValue:
+def error_response(
+    error: KeyAuthError, state: KeyAuthState | None = None
+) -> ResponseReturnValue:
     """Answer a ``KeyAuthError``, through ``@keyauth.error_handler`` if set."""
-    handler = get_state().extension.error_handler_callback
+    handler = (state or get_state()).extension.error_handler_callback
     if handler is None:
         app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
         spec = app.error_handler_spec
-        if any(spec.get(name) for name in (*request.blueprints, None)):
+        if any(spec.values()) and any(spec.get(name) for name in (*request.blueprints, None)):
             # The host may handle it (@app.errorhandler): Flask decides.
             raise error
         # Nobody else answers it: build the response here rather than have
         # Flask run the exception as a WSGI app to get the same one.
-        return app.response_class(error.get_body(), error.status, error.get_headers())
+        response_class = app.response_class
+        if response_class.set_data is not Response.set_data:
+            return response_class(error.get_body(), error.status, error.get_headers())
+        body, headers = error.response_parts()
+        # The body as a one-item list with its length among the headers is
+        # what set_data would make of it.
+        return response_class([body], error.status, headers)
     response = make_response(handler(error))
     error.apply_headers(response)
     return response
@@ -229,7 +236,7 @@ def require_key(*scopes: str) -> Callable[[F], F]:
                         details={"required_scopes": sorted(required)}
                     )
             except KeyAuthError as error:
-                return error_response(error)
+                return error_response(error, state)
             if plain:
                 return view(*args, **kwargs)
             return current_app.ensure_sync(view)(*args, **kwargs)

@@ -253,7 +253,7 @@ class FailedAuthGate:
         local = limits.local
         try:
             if local is not None:
-                count, reset = local.incr(item.key_for(*ids), item.get_expiry())
+                count, reset = local.incr(limits.failed_key(self._addr), limits.failed_expiry)
                 allowed = count <= item.amount
             else:
                 allowed = limits.fixed.hit(item, *ids)
@@ -277,10 +277,10 @@ class FailedAuthGate:
         self._taken = False
         limits = self._limits
         item = limits.failed_auth_item
-        key = item.key_for(*limits.ids("keyauth-failed", self._addr))
+        key = limits.failed_key(self._addr)
         try:
             if limits.local is not None:
-                limits.local.incr(key, item.get_expiry(), amount=-1)
+                limits.local.incr(key, limits.failed_expiry, amount=-1)
             else:
                 limits.storage.incr(key, item.get_expiry(), amount=-1)
         except limits.storage_errors():
@@ -456,6 +456,8 @@ class PlanLimits:
         )
         self._items: dict[tuple[str, ...], list[RateLimitItem]] = {}
         self.failed_auth_item = parse(settings.failed_auth_limit)
+        self.failed_expiry = self.failed_auth_item.get_expiry()
+        self._failed_keys: dict[tuple[str, str], str] = {}
         self._fixed: FixedWindowRateLimiter | None = None
         # storage key -> (reset time, last count seen), for fixed windows.
         self._resets: dict[str, tuple[float, int]] = {}
@@ -529,6 +531,18 @@ class PlanLimits:
         return found
 
     # -- the failed-auth throttle -------------------------------------------
+
+    def failed_key(self, remote_addr: str) -> str:
+        """The storage key of an address's failed-auth window."""
+        known = (self.key_prefix, remote_addr)
+        key = self._failed_keys.get(known)
+        if key is None:
+            if len(self._failed_keys) >= RESETS_KEPT:
+                self._failed_keys.clear()
+            key = self._failed_keys[known] = self.failed_auth_item.key_for(
+                *self.ids("keyauth-failed", remote_addr)
+            )
+        return key
 
     def failed_auth_gate(self, remote_addr: str | None) -> FailedAuthGate | None:
         if not self.enabled:
