@@ -96,8 +96,8 @@ STORE_RETRY_AFTER = 5
 
 
 def is_plain_text(value: str) -> bool:
-    """No control characters nor lone surrogates: they have no place in a
-    label, and not every database can store them (PostgreSQL refuses NUL)."""
+    """No control characters nor lone surrogates: what the JSON API accepts
+    in a label (the service API takes anything a database can store)."""
     return not any(
         ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) <= 0xDFFF for c in value
     )
@@ -108,8 +108,11 @@ def check_name(name: Any) -> str:
         raise ValueError("name must be a non-empty string")
     if len(name) > NAME_MAX:
         raise ValueError(f"name must be at most {NAME_MAX} characters, not {len(name)}")
-    if not is_plain_text(name):
-        raise ValueError("name must not contain control characters")
+    if "\x00" in name or any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        # What no database here can store: PostgreSQL refuses NUL, and a lone
+        # surrogate cannot be encoded. Other characters, newlines and escape
+        # sequences included, are stored verbatim and escaped where shown.
+        raise ValueError("name must not contain NUL characters or lone surrogates")
     return name
 
 
