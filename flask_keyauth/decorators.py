@@ -191,10 +191,25 @@ def error_response(
         body, headers = error.response_parts()
         # The body as a one-item list with its length among the headers is
         # what set_data would make of it.
-        return response_class([body], error.status, headers)
+        return response_class([body], error.status, _headers(headers))
     response = make_response(handler(error))
     error.apply_headers(response)
     return response
+
+
+#: Whether werkzeug keeps a Headers' items in a plain list (it has for
+#: years); if that ever changes, headers are added the public way.
+_RAW_HEADERS = type(getattr(Headers(), "_list", None)) is list
+
+
+def _headers(items: list[tuple[str, str]]) -> Headers | list[tuple[str, str]]:
+    # These items were checked when they were first built: Headers(items)
+    # would check each name and value again on every refused request.
+    if not _RAW_HEADERS:
+        return items
+    headers = Headers()
+    headers._list = items
+    return headers
 
 
 def require_key(*scopes: str) -> Callable[[F], F]:

@@ -26,8 +26,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flask import Flask, after_this_request, current_app, request
 from flask.wrappers import Response
@@ -35,6 +34,7 @@ from limits import RateLimitItem, parse, parse_many
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import FixedWindowRateLimiter
+from werkzeug.datastructures import Headers
 
 from . import signals
 from .config import Settings
@@ -57,10 +57,10 @@ RESETS_KEPT = 100_000
 REDIS_TIMEOUTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(NamedTuple):
     """One limit's state after this request."""
 
+    # A named tuple, not a dataclass: a few are built on every request.
     item: RateLimitItem
     remaining: int
     reset: float  # seconds since the epoch
@@ -148,6 +148,26 @@ def rate_limit_headers(styles: Sequence[str], windows: Sequence[Window]) -> list
     return headers
 
 
+#: Whether werkzeug keeps a Headers' items in a plain list (it has for years).
+_RAW_HEADERS = type(getattr(Headers(), "_list", None)) is list
+
+
+def _set_headers(response: Response, headers: list[tuple[str, str]]) -> None:
+    """``response.headers[name] = value`` for each header, in one pass when
+    the response has none of these names yet (the usual case)."""
+    target = response.headers
+    if _RAW_HEADERS and type(target) is Headers:
+        present = target._list
+        names = {name.lower() for name, _ in headers}
+        if not any(name.lower() in names for name, _ in present):
+            # Our values are numbers and timestamps: nothing for Headers.set
+            # to refuse.
+            present.extend(headers)
+            return
+    for name, value in headers:
+        target[name] = value
+
+
 def _unique_names(windows: Sequence[Window]) -> list[str]:
     names: list[str] = []
     for window in windows:
@@ -188,6 +208,30 @@ class LocalWindows:
                 window = self._windows[key] = [0, now + expiry]
             window[0] = max(0, window[0] + amount)
             return int(window[0]), window[1]
+
+    def incr_many(
+        self, windows: Sequence[tuple[RateLimitItem, str, float]]
+    ) -> list[tuple[int, float]]:
+        """:meth:`incr` by one for each ``(item, key, expiry)`` in turn,
+        under one lock and one clock reading, stopping after the first
+        window over its limit (as a fixed-window hit does)."""
+        now = time.time()
+        counted: list[tuple[int, float]] = []
+        with self._lock:
+            entries = self._windows
+            for item, key, expiry in windows:
+                window = entries.get(key)
+                if window is None or window[1] <= now:
+                    if window is None and len(entries) >= self._sweep_at:
+                        self._sweep(now)
+                        entries = self._windows
+                    window = entries[key] = [0, now + expiry]
+                window[0] += 1
+                count = int(window[0])
+                counted.append((count, window[1]))
+                if count > item.amount:
+                    break
+        return counted
 
     def get(self, key: str) -> tuple[int, float]:
         now = time.time()
@@ -466,6 +510,9 @@ class PlanLimits:
         self._local_for: Any = None
         self._script: Any = None
         self._keys_of: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = {}
+        self._local_plans: dict[
+            tuple[tuple[str, ...], tuple[str, ...]], list[tuple[RateLimitItem, str, float]]
+        ] = {}
         self._script_for: Any = None
 
     # -- storage -------------------------------------------------------------
@@ -558,6 +605,8 @@ class PlanLimits:
         if type(strategy) is FixedWindowRateLimiter:
             local = self.local
             if local is not None:
+                if spend:
+                    return self._local_hit(local, ids, auth.limits)
                 return self._local_windows(local, ids, items, spend, self._keys(ids, auth.limits))
             if spend:
                 storage = self.storage
@@ -586,6 +635,28 @@ class PlanLimits:
                 item.key_for(*ids) for item in self.items(limits)
             ]
         return found
+
+    def _local_hit(
+        self, local: LocalWindows, ids: tuple[str, ...], limits: tuple[str, ...]
+    ) -> tuple[list[Window], Window | None]:
+        """Count a request in every window of the plan, in this process."""
+        known = (ids, limits)
+        plan = self._local_plans.get(known)
+        if plan is None:
+            if len(self._local_plans) >= RESETS_KEPT:
+                self._local_plans.clear()
+            plan = self._local_plans[known] = [
+                (item, key, item.get_expiry())
+                for item, key in zip(self.items(limits), self._keys(ids, limits), strict=True)
+            ]
+        windows: list[Window] = []
+        for (item, _, _), (count, reset) in zip(plan, local.incr_many(plan), strict=False):
+            amount = item.amount
+            window = Window(item, amount - count if count < amount else 0, reset)
+            windows.append(window)
+            if count > amount:
+                return windows, window
+        return windows, None
 
     def _local_windows(
         self, local: LocalWindows, ids: tuple[str, ...], items: list[RateLimitItem], spend: bool,
@@ -679,8 +750,7 @@ class PlanLimits:
 
         @after_this_request
         def add_headers(response: Response) -> Response:
-            for name, value in headers:
-                response.headers[name] = value
+            _set_headers(response, headers)
             return response
 
         if breached is not None:
