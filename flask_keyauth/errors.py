@@ -45,8 +45,14 @@ class KeyAuthError(HTTPException):
     ) -> None:
         self.message = message or self.default_message
         self.details: dict[str, Any] = details or {}
-        self.extra_headers = list(headers)
-        super().__init__(self.message)
+        self.extra_headers = list(headers) if headers else []
+        if type(self).__init__ is KeyAuthError.__init__ and isinstance(self, Unauthorized):
+            # What Unauthorized.__init__ sets, without the import it runs on
+            # every call: a 401 is built for every refused request.
+            HTTPException.__init__(self, self.message)
+            self.__dict__["www_authenticate"] = None
+        else:
+            super().__init__(self.message)
 
     @property
     def status(self) -> int:
