@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import sqlalchemy as sa
@@ -199,16 +199,7 @@ class KeyEvent:
 
     @classmethod
     def from_row(cls, row: Any) -> KeyEvent:
-        return cls(
-            id=row.id,
-            owner_id=row.owner_id,
-            key_id=row.key_id,
-            action=row.action,
-            actor=row.actor,
-            remote_addr=row.remote_addr,
-            detail=row.detail,
-            at=row.at,
-        )
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .conftest import make_app
-from .services import free_port, redis_url
-
-ROOT = Path(__file__).resolve().parent.parent
+from .security.servers import get as fetch
+from .security.servers import gunicorn
+from .services import redis_url
 
 
 def get(url: str, key: str) -> tuple[int, str]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.headers["X-Worker-Pid"]
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers["X-Worker-Pid"]
+    reply = fetch(url, {"Authorization": f"Bearer {key}"})
+    return reply.status, reply.headers["x-worker-pid"]
 
 
 @pytest.fixture
@@ -40,37 +29,15 @@ def served(postgres_url: str) -> Iterator[tuple[str, Any]]:
     app, db, keyauth = make_app(
         postgres_url, RATELIMIT_STORAGE_URI=storage, RATELIMIT_KEY_PREFIX=prefix
     )
-    with app.app_context():
-        db.create_all()
-    port = free_port()
-    env = dict(
-        os.environ,
-        TEST_DATABASE_URL=postgres_url,
-        TEST_RATELIMIT_STORAGE_URI=storage,
-        TEST_RATELIMIT_KEY_PREFIX=prefix,
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "4", "--threads", "1",
-         "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-         "tests.wsgi_app:create_app()"],
-        cwd=ROOT, env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
+    config = {
+        "SQLALCHEMY_DATABASE_URI": postgres_url,
+        "RATELIMIT_STORAGE_URI": storage,
+        "RATELIMIT_KEY_PREFIX": prefix,
+    }
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(base + "/read", timeout=2)
-            except urllib.error.HTTPError:
-                break  # 401: a worker answers
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("gunicorn did not start") from None
-                time.sleep(0.2)
-        yield base, (app, keyauth)
+        with gunicorn(config, workers=4) as (base, _):
+            yield base, (app, keyauth)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         with app.app_context():
             db.drop_all()
             db.engine.dispose()
