@@ -512,3 +512,18 @@ def test_two_different_keys_count_as_a_failed_attempt(app_factory: AppFactory) -
     response = client.get("/read", headers=headers)
     assert response.status_code == 429
     assert response.get_json()["error"]["code"] == "TOO_MANY_FAILED_ATTEMPTS"
+
+
+def test_reused_error_responses_are_the_errors_own_bytes(client: Any) -> None:
+    from flask_keyauth.errors import InvalidApiKey, MissingApiKey
+
+    for headers, error in (({"X-API-Key": "sk_live_nope"}, InvalidApiKey()), ({}, MissingApiKey())):
+        expected = error.get_response()
+        replies = [client.get("/read", headers=headers) for _ in range(3)]
+        for reply in replies:
+            assert reply.status_code == expected.status_code
+            assert reply.get_data() == expected.get_data()
+            assert reply.headers["Content-Type"] == "application/json"
+            assert reply.headers["Content-Length"] == str(len(expected.get_data()))
+            for name in ("WWW-Authenticate", "Cache-Control"):
+                assert reply.headers[name] == expected.headers[name]
