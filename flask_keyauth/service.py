@@ -133,13 +133,6 @@ class KeyService:
         self.usage = usage
         #: The time source; tests and hosts may replace it.
         self.clock = clock
-        t = store.tables
-        owners = t.owners
-        self._auth_query = (
-            sa.select(t.keys, owners.c.plan, owners.c.limits)
-            .select_from(t.keys.outerjoin(owners, owners.c.owner_id == t.keys.c.owner_id))
-            .where(t.keys.c.key_id == sa.bindparam("key_id"))
-        )
 
     # -- checks -------------------------------------------------------------
 
