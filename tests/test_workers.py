@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -10,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import make_app
 from .security.servers import get as fetch
-from .security.servers import gunicorn
-from .services import redis_url
+from .security.servers import workers_on_shared_stores
 
 
 def get(url: str, key: str) -> tuple[int, str]:
@@ -23,24 +20,9 @@ def get(url: str, key: str) -> tuple[int, str]:
 
 @pytest.fixture
 def served(postgres_url: str) -> Iterator[tuple[str, Any]]:
-    prefix = f"w{uuid.uuid4().hex[:8]}"
-    storage = redis_url()
     # The test process is "another host": it shares the database and Redis.
-    app, db, keyauth = make_app(
-        postgres_url, RATELIMIT_STORAGE_URI=storage, RATELIMIT_KEY_PREFIX=prefix
-    )
-    config = {
-        "SQLALCHEMY_DATABASE_URI": postgres_url,
-        "RATELIMIT_STORAGE_URI": storage,
-        "RATELIMIT_KEY_PREFIX": prefix,
-    }
-    try:
-        with gunicorn(config, workers=4) as (base, _):
-            yield base, (app, keyauth)
-    finally:
-        with app.app_context():
-            db.drop_all()
-            db.engine.dispose()
+    with workers_on_shared_stores(postgres_url) as served:
+        yield served
 
 
 def test_four_workers_serve_exactly_the_plan(served: tuple[str, Any]) -> None:

@@ -116,3 +116,32 @@ def gunicorn(
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=10)
+
+
+@contextmanager
+def workers_on_shared_stores(postgres_url: str, workers: int = 4) -> Iterator[tuple[str, Any]]:
+    """gunicorn ``workers`` on PostgreSQL + Redis, and this process as another
+    host on the same stores: yield (base url, (app, keyauth)); clean up after."""
+    import uuid
+
+    from ..conftest import make_app
+    from ..services import redis_url
+
+    prefix = f"w{uuid.uuid4().hex[:8]}"
+    storage = redis_url()
+    app, db, keyauth = make_app(
+        postgres_url, RATELIMIT_STORAGE_URI=storage, RATELIMIT_KEY_PREFIX=prefix
+    )
+    config = {
+        "SQLALCHEMY_DATABASE_URI": postgres_url,
+        "RATELIMIT_STORAGE_URI": storage,
+        "RATELIMIT_KEY_PREFIX": prefix,
+    }
+    try:
+        with gunicorn(config, workers=workers) as (base, _):
+            yield base, (app, keyauth)
+    finally:
+        with app.app_context():
+            app.extensions["keyauth"].limits.limiter.reset()
+            db.drop_all()
+            db.engine.dispose()

@@ -23,7 +23,7 @@ from flask_keyauth import KeyAuth, keys
 from ..conftest import argon2_runs, bearer, make_app, service_of
 from ..services import redis_url
 from ..test_auth import forge
-from .servers import get, gunicorn
+from .servers import get, workers_on_shared_stores
 
 
 def burst(n: int, call: Callable[[int], Any]) -> list[Any]:
@@ -191,25 +191,8 @@ def test_parallel_first_uses_of_a_valid_key_are_not_failed_attempts(
 
 @pytest.fixture
 def workers(postgres_url: str) -> Iterator[tuple[str, Flask, KeyAuth]]:
-    prefix = f"g{uuid.uuid4().hex[:8]}"
-    storage = redis_url()
-    # The test process is another host on the same database and Redis.
-    app, db, keyauth = make_app(
-        postgres_url, RATELIMIT_STORAGE_URI=storage, RATELIMIT_KEY_PREFIX=prefix
-    )
-    config = {
-        "SQLALCHEMY_DATABASE_URI": postgres_url,
-        "RATELIMIT_STORAGE_URI": storage,
-        "RATELIMIT_KEY_PREFIX": prefix,
-    }
-    try:
-        with gunicorn(config, workers=4) as (base, _):
-            yield base, app, keyauth
-    finally:
-        with app.app_context():
-            app.extensions["keyauth"].limits.limiter.reset()
-            db.drop_all()
-            db.engine.dispose()
+    with workers_on_shared_stores(postgres_url) as (base, (app, keyauth)):
+        yield base, app, keyauth
 
 
 def test_4_workers_400_concurrent_requests_against_100_serve_exactly_100(
