@@ -25,7 +25,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flask import Flask, after_this_request, current_app, request
@@ -466,6 +466,24 @@ def _skip_idle_hooks(app: Flask, limiter: Limiter) -> None:
                 hooks[n] = guard(hook, kind)
 
 
+def settle(
+    items: Sequence[RateLimitItem], counts: Iterable[tuple[int, float]]
+) -> tuple[list[Window], Window | None]:
+    """Windows from each limit's (count, reset), up to the first one breached.
+
+    ``counts`` is read lazily, so a storage that counts one window at a time
+    counts nothing past a breach (as Flask-Limiter does).
+    """
+    windows: list[Window] = []
+    for item, (count, reset) in zip(items, counts, strict=False):
+        amount = item.amount
+        window = Window(item, amount - count if count < amount else 0, reset)
+        windows.append(window)
+        if count > amount:
+            return windows, window
+    return windows, None
+
+
 class PlanLimits:
     """The plan limits of one app, on its Flask-Limiter instance."""
 
@@ -607,7 +625,8 @@ class PlanLimits:
             if local is not None:
                 if spend:
                     return self._local_hit(local, ids, auth.limits)
-                return self._local_windows(local, ids, items, spend, self._keys(ids, auth.limits))
+                keys = self._keys(ids, auth.limits)
+                return settle(items, (local.get(key) for key in keys))
             if spend:
                 storage = self.storage
                 if type(storage) is RedisStorage:
@@ -649,30 +668,7 @@ class PlanLimits:
                 (item, key, item.get_expiry())
                 for item, key in zip(self.items(limits), self._keys(ids, limits), strict=True)
             ]
-        windows: list[Window] = []
-        for (item, _, _), (count, reset) in zip(plan, local.incr_many(plan), strict=False):
-            amount = item.amount
-            window = Window(item, amount - count if count < amount else 0, reset)
-            windows.append(window)
-            if count > amount:
-                return windows, window
-        return windows, None
-
-    def _local_windows(
-        self, local: LocalWindows, ids: tuple[str, ...], items: list[RateLimitItem], spend: bool,
-        keys: list[str],
-    ) -> tuple[list[Window], Window | None]:
-        windows: list[Window] = []
-        for item, key in zip(items, keys, strict=True):
-            if spend:
-                count, reset = local.incr(key, item.get_expiry())
-            else:
-                count, reset = local.get(key)
-            window = Window(item, max(0, item.amount - count), reset)
-            windows.append(window)
-            if count > item.amount:
-                return windows, window
-        return windows, None
+        return settle([item for item, _, _ in plan], local.incr_many(plan))
 
     def _redis_windows(
         self, storage: RedisStorage, ids: tuple[str, ...], items: list[RateLimitItem]
@@ -688,16 +684,11 @@ class PlanLimits:
             keys=[storage.prefixed_key(item.key_for(*ids)) for item in items], args=args
         )
         now = time.time()
-        windows: list[Window] = []
-        for n in range(0, len(out), 2):
-            item = items[n // 2]
-            count, ttl = int(out[n]), int(out[n + 1])
-            reset = now + (ttl / 1000 if ttl >= 0 else item.get_expiry())
-            window = Window(item, max(0, item.amount - count), reset)
-            windows.append(window)
-            if count > item.amount:
-                return windows, window
-        return windows, None
+        counts = []
+        for item, count, ttl in zip(items, out[0::2], out[1::2], strict=False):
+            ttl = int(ttl)
+            counts.append((int(count), now + (ttl / 1000 if ttl >= 0 else item.get_expiry())))
+        return settle(items, counts)
 
     def _fixed_windows(
         self, ids: tuple[str, ...], items: list[RateLimitItem]
@@ -709,15 +700,14 @@ class PlanLimits:
         steady-state request makes no ``get``/``ttl`` calls.
         """
         storage = self.storage
-        windows: list[Window] = []
-        for item in items:
-            key = item.key_for(*ids)
-            count = storage.incr(key, item.get_expiry(), amount=1)
-            window = Window(item, max(0, item.amount - count), self._reset(key, item, count))
-            windows.append(window)
-            if count > item.amount:
-                return windows, window
-        return windows, None
+
+        def hits() -> Iterator[tuple[int, float]]:
+            for item in items:
+                key = item.key_for(*ids)
+                count = storage.incr(key, item.get_expiry(), amount=1)
+                yield count, self._reset(key, item, count)
+
+        return settle(items, hits())
 
     def _reset(self, key: str, item: RateLimitItem, count: int) -> float:
         now = time.time()
