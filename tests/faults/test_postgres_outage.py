@@ -194,7 +194,7 @@ def test_postgres_stopped_under_gunicorn_traffic_users_get_503_never_500_then_20
     postgres_server: ThrowawayPostgres,
 ) -> None:
     from ..security.servers import gunicorn
-    from .test_redis_outage import Traffic, tally, wait_until_served
+    from .test_redis_outage import Traffic, outage_under_traffic, tally
 
     app, db, keyauth = host_app(postgres_server.url)  # creates the tables
     with app.app_context():
@@ -210,15 +210,11 @@ def test_postgres_stopped_under_gunicorn_traffic_users_get_503_never_500_then_20
     with gunicorn(config, workers=2, threads=4) as (base, _), Traffic(
         base + "/read", lambda i, n: bearer(secrets[(i + n) % 20]), threads=4
     ) as traffic:
-        time.sleep(1.5)
-        postgres_server.stop()
-        down = time.monotonic()
-        time.sleep(2.0)
-        restarting = time.monotonic()
-        postgres_server.start()
-        up = time.monotonic()
-        recovered_after = wait_until_served(traffic, up, 15)
-        time.sleep(1.0)
+        outage = outage_under_traffic(
+            traffic, postgres_server.stop, postgres_server.start, recovery=15, after=1.0
+        )
+    down, restarting, up = outage.down, outage.restarting, outage.up
+    recovered_after = outage.recovered_after
     seen = tally(traffic.replies)
     assert set(seen) <= {(200, None), (503, "SERVICE_UNAVAILABLE")}, seen
     during = [r for r in traffic.replies if down + 0.5 <= r[0] and r[0] + r[3] < restarting]

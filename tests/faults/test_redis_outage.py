@@ -10,7 +10,8 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -216,6 +217,39 @@ def wait_until_served(traffic: Traffic, since: float, seconds: float) -> float:
     raise AssertionError(f"no recovery within {seconds}s: {tally(traffic.since(since))}")
 
 
+@dataclass(frozen=True)
+class Outage:
+    """When an outage under traffic began, began to end, ended and was over."""
+
+    down: float
+    restarting: float
+    up: float
+    recovered_after: float
+
+
+def outage_under_traffic(
+    traffic: Traffic,
+    stop: Callable[[], None],
+    start: Callable[[], None],
+    *,
+    lasting: float = 2.0,
+    recovery: float = 10,
+    after: float = 0.5,
+) -> Outage:
+    """Let traffic flow, ``stop`` the server for ``lasting`` seconds, ``start``
+    it, and wait until requests are served again."""
+    time.sleep(1.5)
+    stop()
+    down = time.monotonic()
+    time.sleep(lasting)
+    restarting = time.monotonic()
+    start()
+    up = time.monotonic()
+    recovered_after = wait_until_served(traffic, up, recovery)
+    time.sleep(after)
+    return Outage(down, restarting, up, recovered_after)
+
+
 def tally(replies: list[tuple[float, int, str | None, float]]) -> dict[Any, int]:
     from collections import Counter
 
@@ -230,15 +264,9 @@ def test_redis_killed_under_gunicorn_traffic_users_get_503_never_500_then_200_wh
     with server as (base, _), Traffic(
         base + "/read", lambda i, n: bearer(secrets[(i * 7 + n) % 50])
     ) as traffic:
-        time.sleep(1.5)
-        redis_server.stop()
-        down = time.monotonic()
-        time.sleep(2.0)
-        restarting = time.monotonic()
-        redis_server.start()
-        up = time.monotonic()
-        recovered_after = wait_until_served(traffic, up, 10)
-        time.sleep(0.5)
+        outage = outage_under_traffic(traffic, redis_server.stop, redis_server.start)
+    down, restarting, up = outage.down, outage.restarting, outage.up
+    recovered_after = outage.recovered_after
     before = traffic.since(0)
     # Begun and answered while Redis was down (on a busy machine a request
     # can wait in the listen queue and be served after the restart).
@@ -259,14 +287,11 @@ def test_redis_paused_under_gunicorn_traffic_users_get_503_within_the_timeout_ne
     with server as (base, _), Traffic(
         base + "/read", lambda i, n: bearer(secrets[(i * 7 + n) % 50])
     ) as traffic:
-        time.sleep(1.5)
-        redis_server.pause()
-        paused = time.monotonic()
-        time.sleep(3.0)
-        redis_server.resume()
-        resumed = time.monotonic()
-        recovered_after = wait_until_served(traffic, resumed, 10)
-        time.sleep(0.5)
+        outage = outage_under_traffic(
+            traffic, redis_server.pause, redis_server.resume, lasting=3.0
+        )
+    paused, resumed = outage.down, outage.restarting
+    recovered_after = outage.recovered_after
     statuses = tally(traffic.replies)
     assert set(statuses) <= {(200, None), (503, "SERVICE_UNAVAILABLE")}, statuses
     during = [r for r in traffic.replies if paused + 1.0 <= r[0] and r[0] + r[3] < resumed]
