@@ -40,10 +40,36 @@ def isoformat(value: dt.datetime | None) -> str | None:
 
 
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
-    """Timezone-aware UTC datetimes on every database, SQLite included."""
+    """Timezone-aware UTC datetimes on every database, SQLite included.
+
+    In the database this is a plain ``DateTime(timezone=True)``; the
+    conversion to and from UTC happens in Python only. Migrations therefore
+    need nothing from flask-keyauth: give Alembic :meth:`render_item` and
+    autogenerate writes ``sa.DateTime(timezone=True)``, which runs as
+    generated. With Flask-Migrate::
+
+        from flask_keyauth.models import UTCDateTime
+
+        migrate = Migrate(app, db, render_item=UTCDateTime.render_item)
+
+    (or ``context.configure(..., render_item=UTCDateTime.render_item)`` in a
+    plain Alembic ``env.py``).
+    """
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
+
+    @staticmethod
+    def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+        """Alembic's ``render_item`` hook: this type as the column type it
+        stores, ``sa.DateTime(timezone=True)``; ``False`` (Alembic's own
+        rendering) for everything else. A host with its own hook calls this
+        one first and keeps its answer unless it is ``False``.
+        """
+        if type_ != "type" or not isinstance(obj, UTCDateTime):
+            return False
+        prefix = autogen_context.opts.get("sqlalchemy_module_prefix") or "sa."
+        return f"{prefix}DateTime(timezone=True)"
 
     def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
         if value is None:
