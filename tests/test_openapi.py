@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,8 @@ def test_stateful_runs_conform(admin_app: tuple[Flask, str, list[str]]) -> None:
 def test_document_is_valid_openapi_3_1(admin_app: tuple[Flask, str, list[str]]) -> None:
     doc = document(admin_app[0])
     assert doc["openapi"].startswith("3.1.")
+    # The version of this distribution, not of another one of a similar name.
+    assert doc["info"]["version"] == metadata.version("flask-keyauth-kit")
     jsonschema_rs.Draft202012Validator(OPENAPI_31).validate(doc)
     for name, schema in doc["components"]["schemas"].items():
         assert jsonschema_rs.meta.is_valid(schema), name

@@ -582,7 +582,7 @@ def _operation(op: Operation, settings: Settings, schemes: dict[str, Any]) -> di
 
 def _version() -> str:
     try:
-        return metadata.version("flask-keyauth")
+        return metadata.version("flask-keyauth-kit")
     except metadata.PackageNotFoundError:
         return "0.0.0"
 
