@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,16 @@ LOGIN_VIEW: str | None = None
 BASE_TEMPLATE = "keyauth/base.html"
 #: Keys older than this many days get a "rotate" hint.
 ROTATION_REMINDER_DAYS = 90
+#: Seconds a process trusts a key's cached row (with a Redis storage, whose
+#: stamps carry every change made through flask-keyauth at once): changes
+#: made around flask-keyauth, in hand-written SQL, apply within this.
+ROW_MAX_AGE = 10
+#: IPv6 addresses count against the failed-auth limit per network of this
+#: prefix length: one client holds a whole /64.
+FAILED_AUTH_IPV6_PREFIX = 64
+#: argon2 verifications allowed at once in a process; one more answers 503
+#: at once instead of queueing. ``None``: twice the CPUs, at least 4.
+ARGON2_MAX_CONCURRENT: int | None = None
 
 DEFAULTS: dict[str, Any] = {
     f"KEYAUTH_{name}": value
@@ -92,6 +103,9 @@ class Settings:
     login_view: str | None
     base_template: str
     rotation_reminder_days: int
+    row_max_age: float
+    failed_auth_ipv6_prefix: int
+    argon2_max_concurrent: int
 
     def expand(self, scopes: frozenset[str] | tuple[str, ...]) -> frozenset[str]:
         """Every scope the given scopes grant, implied ones included."""
@@ -138,26 +152,29 @@ def _int(config: Mapping[str, Any], name: str, minimum: int) -> int:
     return value
 
 
-def load(config: Mapping[str, Any]) -> Settings:
-    """Read and check the ``KEYAUTH_*`` settings of an app's config."""
-    from limits import parse_many
-
+def _prefix(config: Mapping[str, Any]) -> str:
     prefix = config["KEYAUTH_KEY_PREFIX"]
     try:
         keys.check_prefix(prefix)
     except (ValueError, TypeError) as error:
         raise _fail("KEY_PREFIX", f"is invalid: {error}") from None
+    return str(prefix)
 
+
+def _valid_scope_name(scope: Any) -> bool:
+    return (
+        isinstance(scope, str)
+        and 0 < len(scope) <= SCOPE_NAME_MAX
+        and all(c.isalnum() or c in "_:.-" for c in scope)
+    )
+
+
+def _scopes(config: Mapping[str, Any]) -> dict[str, frozenset[str]]:
     implies = config["KEYAUTH_SCOPES"]
     if not isinstance(implies, Mapping) or not implies:
         raise _fail("SCOPES", "must be a non-empty mapping of scope -> implied scopes")
     for scope, implied in implies.items():
-        if (
-            not isinstance(scope, str)
-            or not scope
-            or len(scope) > SCOPE_NAME_MAX
-            or not all(c.isalnum() or c in "_:.-" for c in scope)
-        ):
+        if not _valid_scope_name(scope):
             raise _fail("SCOPES", f"has an invalid scope name {scope!r}")
         if (
             isinstance(implied, str)
@@ -165,40 +182,54 @@ def load(config: Mapping[str, Any]) -> Settings:
             or not all(i in implies for i in implied)
         ):
             raise _fail("SCOPES", f"scope {scope!r} must imply a list of known scopes")
-    scopes = _closure({s: list(i) for s, i in implies.items()})
+    return _closure({s: list(i) for s, i in implies.items()})
 
-    environments = config["KEYAUTH_ENVIRONMENTS_ACCEPTED"]
-    environments = frozenset(
-        (environments,) if isinstance(environments, str) else _iterable(environments)
-    )
+
+def _environments(config: Mapping[str, Any]) -> frozenset[str]:
+    value = config["KEYAUTH_ENVIRONMENTS_ACCEPTED"]
+    environments = frozenset((value,) if isinstance(value, str) else _iterable(value))
     if not environments or not environments <= set(keys.ENVIRONMENTS):
         raise _fail("ENVIRONMENTS_ACCEPTED", "must be a non-empty subset of {'live', 'test'}")
+    return environments
 
-    plans: dict[str, tuple[str, ...] | None] = {}
+
+def _parses(text: Any) -> bool:
+    from limits import parse_many
+
+    try:
+        parse_many(text)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _plans(config: Mapping[str, Any]) -> dict[str, tuple[str, ...] | None]:
     raw_plans = config["KEYAUTH_PLANS"]
     if not isinstance(raw_plans, Mapping) or not raw_plans:
         raise _fail("PLANS", "must be a non-empty mapping of plan -> limits")
+    plans: dict[str, tuple[str, ...] | None] = {}
     for plan, text in raw_plans.items():
-        if text is None:
-            plans[plan] = None
-            continue
-        try:
-            parse_many(text)
-        except (ValueError, TypeError):
-            raise _fail(
-                "PLANS", f"plan {plan!r} has limits {text!r} that cannot be parsed"
-            ) from None
-        plans[plan] = split_limits(text)
+        if text is not None and not _parses(text):
+            raise _fail("PLANS", f"plan {plan!r} has limits {text!r} that cannot be parsed")
+        plans[plan] = None if text is None else split_limits(text)
+    return plans
+
+
+def _default_plan(config: Mapping[str, Any], plans: Mapping[str, Any]) -> str:
     default_plan = config["KEYAUTH_DEFAULT_PLAN"]
     if default_plan not in plans or plans[default_plan] is None:
         raise _fail("DEFAULT_PLAN", f"{default_plan!r} must name a plan with fixed limits")
+    return str(default_plan)
 
+
+def _failed_auth_limit(config: Mapping[str, Any]) -> str:
     failed = config["KEYAUTH_FAILED_AUTH_LIMIT"]
-    try:
-        parse_many(failed)
-    except (ValueError, TypeError):
-        raise _fail("FAILED_AUTH_LIMIT", f"{failed!r} cannot be parsed as a limit") from None
+    if not _parses(failed):
+        raise _fail("FAILED_AUTH_LIMIT", f"{failed!r} cannot be parsed as a limit")
+    return str(failed)
 
+
+def _styles(config: Mapping[str, Any]) -> tuple[str, ...]:
     styles = config["KEYAUTH_RATELIMIT_HEADERS"]
     if not isinstance(styles, (str, Iterable)) and styles is not None:
         raise _fail("RATELIMIT_HEADERS", f"must be a style or a list of styles, not {styles!r}")
@@ -206,18 +237,18 @@ def load(config: Mapping[str, Any]) -> Settings:
     for style in styles:
         if style not in HEADER_STYLES:
             raise _fail("RATELIMIT_HEADERS", f"has unknown style {style!r}")
+    return styles
 
-    header_names = config["KEYAUTH_HEADER_NAMES"]
-    header_names = (
-        (header_names,) if isinstance(header_names, str) else tuple(_iterable(header_names))
-    )
-    if not header_names or not all(isinstance(n, str) and n for n in header_names):
+
+def _header_names(config: Mapping[str, Any]) -> tuple[str, ...]:
+    value = config["KEYAUTH_HEADER_NAMES"]
+    names = (value,) if isinstance(value, str) else tuple(_iterable(value))
+    if not names or not all(isinstance(n, str) and n for n in names):
         raise _fail("HEADER_NAMES", "must name at least one header")
+    return names
 
-    interval = config["KEYAUTH_LAST_USED_INTERVAL"]
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:
-        raise _fail("LAST_USED_INTERVAL", f"must be a number of seconds >= 0, not {interval!r}")
 
+def _memory_cost(config: Mapping[str, Any]) -> int:
     parallelism = _int(config, "ARGON2_PARALLELISM", 1)
     memory_cost = _int(config, "ARGON2_MEMORY_COST", 8)
     if memory_cost < 8 * parallelism:
@@ -227,23 +258,51 @@ def load(config: Mapping[str, Any]) -> Settings:
             f"must be at least 8 KiB per lane (8 * KEYAUTH_ARGON2_PARALLELISM = "
             f"{8 * parallelism}), not {memory_cost}",
         )
+    return memory_cost
 
+
+def load(config: Mapping[str, Any]) -> Settings:
+    """Read and check the ``KEYAUTH_*`` settings of an app's config."""
+    plans = _plans(config)
     return Settings(
-        key_prefix=prefix,
-        scopes=scopes,
-        environments_accepted=environments,
+        key_prefix=_prefix(config),
+        scopes=_scopes(config),
+        environments_accepted=_environments(config),
         plans=plans,
-        default_plan=default_plan,
-        failed_auth_limit=failed,
-        ratelimit_headers=styles,
+        default_plan=_default_plan(config, plans),
+        failed_auth_limit=_failed_auth_limit(config),
+        ratelimit_headers=_styles(config),
         ratelimit_fail_open=bool(config["KEYAUTH_RATELIMIT_FAIL_OPEN"]),
         require_https=bool(config["KEYAUTH_REQUIRE_HTTPS"]),
-        header_names=header_names,
+        header_names=_header_names(config),
         argon2_time_cost=_int(config, "ARGON2_TIME_COST", 1),
-        argon2_memory_cost=memory_cost,
-        argon2_parallelism=parallelism,
-        last_used_interval=float(interval),
+        argon2_memory_cost=_memory_cost(config),
+        argon2_parallelism=_int(config, "ARGON2_PARALLELISM", 1),
+        last_used_interval=_seconds(config, "LAST_USED_INTERVAL"),
         login_view=config["KEYAUTH_LOGIN_VIEW"],
         base_template=config["KEYAUTH_BASE_TEMPLATE"],
         rotation_reminder_days=_int(config, "ROTATION_REMINDER_DAYS", 1),
+        row_max_age=_seconds(config, "ROW_MAX_AGE"),
+        failed_auth_ipv6_prefix=_ipv6_prefix(config),
+        argon2_max_concurrent=_max_concurrent(config),
     )
+
+
+def _seconds(config: Mapping[str, Any], name: str) -> float:
+    value = config[f"KEYAUTH_{name}"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise _fail(name, f"must be a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
+def _ipv6_prefix(config: Mapping[str, Any]) -> int:
+    value = _int(config, "FAILED_AUTH_IPV6_PREFIX", 1)
+    if value > 128:
+        raise _fail("FAILED_AUTH_IPV6_PREFIX", f"must be at most 128, not {value}")
+    return value
+
+
+def _max_concurrent(config: Mapping[str, Any]) -> int:
+    if config["KEYAUTH_ARGON2_MAX_CONCURRENT"] is None:
+        return max(4, 2 * (os.cpu_count() or 1))
+    return _int(config, "ARGON2_MAX_CONCURRENT", 1)

@@ -45,14 +45,8 @@ class KeyAuthError(HTTPException):
     ) -> None:
         self.message = message or self.default_message
         self.details: dict[str, Any] = details or {}
-        self.extra_headers = list(headers) if headers else []
-        if type(self).__init__ is KeyAuthError.__init__ and isinstance(self, Unauthorized):
-            # What Unauthorized.__init__ sets, without the import it runs on
-            # every call: a 401 is built for every refused request.
-            HTTPException.__init__(self, self.message)
-            self.__dict__["www_authenticate"] = None
-        else:
-            super().__init__(self.message)
+        self.extra_headers = list(headers)
+        super().__init__(self.message)
 
     @property
     def status(self) -> int:
@@ -83,31 +77,6 @@ class KeyAuthError(HTTPException):
             if name not in response.headers:
                 response.headers[name] = value
 
-    def response_parts(self) -> tuple[bytes, list[tuple[str, str]]]:
-        """The encoded body and every header of the response, ``Content-Length``
-        included: what ``Response(get_body(), status, get_headers())`` holds."""
-        cls = type(self)
-        plain = (
-            not self.details
-            and not self.extra_headers
-            and self.message == cls.default_message
-            and not self.__dict__.keys() & _INSTANCE_OVERRIDES
-            and _builds_plainly(cls)
-        )
-        if plain:
-            parts = _PLAIN_PARTS.get(cls)
-            if parts is not None:
-                return parts[0], list(parts[1])
-        body = self.get_body().encode()
-        headers = [*self.get_headers(), ("Content-Length", str(len(body)))]
-        if plain:
-            # An error of the default message, no details and no extra
-            # header reads the same every time: a refused request (bad or
-            # missing key) reuses its body and headers instead of encoding
-            # them again.
-            _PLAIN_PARTS[cls] = (body, tuple(headers))
-        return body, headers
-
     def get_response(self, environ: Any = None, scope: Any = None) -> Response:
         return Response(
             self.get_body(), self.status, Headers(self.get_headers(environ, scope))
@@ -118,29 +87,6 @@ class KeyAuthError(HTTPException):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.code_name}>"
-
-
-#: Attributes that, set on an instance, could change its body or headers.
-_INSTANCE_OVERRIDES = frozenset(
-    {"body", "get_body", "get_headers", "response_headers", "key_presented", "code_name"}
-)
-_PLAIN_PARTS: dict[type[KeyAuthError], tuple[bytes, tuple[tuple[str, str], ...]]] = {}
-_PLAIN_CLASSES: dict[type[KeyAuthError], bool] = {}
-
-
-def _builds_plainly(cls: type[KeyAuthError]) -> bool:
-    """Whether ``cls`` builds its body and headers with the methods of this
-    module only (a host's subclass may compute them per instance)."""
-    known = _PLAIN_CLASSES.get(cls)
-    if known is None:
-        known = _PLAIN_CLASSES[cls] = (
-            cls.body is KeyAuthError.body
-            and cls.get_body is KeyAuthError.get_body
-            and cls.get_headers is KeyAuthError.get_headers
-            and cls.response_headers
-            in (KeyAuthError.response_headers, AuthenticationError.response_headers)
-        )
-    return known
 
 
 class AuthenticationError(KeyAuthError, Unauthorized):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import atexit
 import copy
 import logging
 import os
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -16,12 +14,14 @@ from flask import Flask, current_app, has_app_context
 from flask.typing import ResponseReturnValue
 
 from . import config
-from .config import Settings
-from .decorators import get_state
+from ._state import KeyAuthState, get_state
+from .auth import Authenticator
 from .errors import KeyAuthError
-from .hashing import Hasher, VerifiedCache
+from .hashing import Hasher
 from .models import ApiKeyInfo, define_tables, utcnow
-from .service import KeyService, Store
+from .ratelimit import PlanLimits
+from .service import KeyService
+from .store import Store, build_engine
 from .usage import UsageBuffer
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
     from flask_limiter import Limiter
     from flask_sqlalchemy import SQLAlchemy
-
-    from .ratelimit import PlanLimits
 
 logger = logging.getLogger("flask_keyauth")
 
@@ -40,46 +38,25 @@ OL = TypeVar("OL", bound=OwnerLoader)
 EH = TypeVar("EH", bound=ErrorHandler)
 
 
-@dataclass
-class KeyAuthState:
-    """Everything flask-keyauth keeps for one app, in ``app.extensions["keyauth"]``."""
-
-    extension: KeyAuth
-    settings: Settings
-    store: Store
-    service: KeyService
-    limits: PlanLimits | None
-
-
-def _own_engine(app: Flask) -> sa.Engine:
+def _database_uri(app: Flask) -> str:
     uri = app.config.get("SQLALCHEMY_DATABASE_URI")
     if not uri:
         os.makedirs(app.instance_path, exist_ok=True)
         uri = "sqlite:///" + os.path.join(app.instance_path, "keyauth.db")
-    url = sa.make_url(uri)
-    # A failed statement's message would otherwise carry its parameters,
-    # argon2 hashes included, into the host's error logs.
-    options: dict[str, Any] = {"hide_parameters": True}
-    if url.get_backend_name() == "sqlite":
-        if url.database in (None, "", ":memory:"):
-            # One shared connection, or every checkout would see a new,
-            # empty in-memory database.
-            options["poolclass"] = sa.pool.StaticPool
-        options["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    else:
-        options["pool_pre_ping"] = True
-    return sa.create_engine(url, **options)
+    return str(uri)
 
 
-def _flush_at_exit(app_ref: weakref.ref[Flask]) -> None:
-    app = app_ref()
-    if app is None or "keyauth" not in app.extensions:
-        return
-    try:
+def _host_engine(app: Flask, db: SQLAlchemy) -> Callable[[], sa.Engine]:
+    """The host's engine for ``app``, also outside its app context (the
+    usage writer's thread)."""
+
+    def engine() -> sa.Engine:
+        if has_app_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]  # noqa: SLF001 - documented
+            return db.engine
         with app.app_context():
-            app.extensions["keyauth"].service.flush_usage()
-    except Exception:  # noqa: BLE001 - exiting; never raise from atexit
-        logger.warning("flask-keyauth could not write buffered usage at exit", exc_info=True)
+            return db.engine
+
+    return engine
 
 
 class KeyAuth:
@@ -138,36 +115,35 @@ class KeyAuth:
 
         if db is not None:
             tables = define_tables(db.metadata)
-            store = Store(tables, lambda: db.engine)
+            store = Store(tables, _host_engine(app, db))
         else:
             tables = define_tables(sa.MetaData())
-            engine = _own_engine(app)
+            engine = build_engine(
+                _database_uri(app), app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
+            )
             tables.keys.metadata.create_all(engine)
             store = Store(tables, lambda: engine)
 
-        service = KeyService(
-            settings,
-            store,
-            Hasher(
-                settings.argon2_time_cost,
-                settings.argon2_memory_cost,
-                settings.argon2_parallelism,
-            ),
-            VerifiedCache(),
-            UsageBuffer(settings.last_used_interval),
-            clock=utcnow,
+        hasher = Hasher(
+            settings.argon2_time_cost,
+            settings.argon2_memory_cost,
+            settings.argon2_parallelism,
+            settings.argon2_max_concurrent,
         )
-        from .ratelimit import PlanLimits
-
         limits = PlanLimits(app, settings, limiter)
-        app.extensions["keyauth"] = KeyAuthState(self, settings, store, service, limits)
+        usage = UsageBuffer(settings.last_used_interval, store)
+        service = KeyService(settings, store, hasher, usage, limits, clock=utcnow)
+        auth = Authenticator(settings, store, hasher, limits, usage, service)
+        service.forget = auth.cache.discard
+        app.extensions["keyauth"] = KeyAuthState(
+            self, settings, store, hasher, service, limits, auth
+        )
         self._apps_served += 1
         self._only_limiter = weakref.ref(limits.limiter) if self._apps_served == 1 else None
 
         from .cli import keys_cli
 
         app.cli.add_command(keys_cli)
-        atexit.register(_flush_at_exit, weakref.ref(app))
 
     # -- hooks ---------------------------------------------------------------
 
@@ -203,9 +179,7 @@ class KeyAuth:
         limiter of the one app this ``KeyAuth`` serves.
         """
         if has_app_context() and "keyauth" in current_app.extensions:
-            limits = get_state().limits
-            if limits is not None:
-                return limits.limiter
+            return get_state().limits.limiter
         limiter = self._only_limiter() if self._only_limiter is not None else None
         if limiter is None:
             raise RuntimeError(

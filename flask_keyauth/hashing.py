@@ -1,13 +1,11 @@
 """The argon2id seam and the cache of keys this process has verified.
 
 argon2 is slow on purpose (tens of milliseconds), so each key is verified
-with it once per process. After that, :class:`VerifiedCache` remembers an
-HMAC of (stored hash, secret) under a random per-process key: a repeat
-request costs one HMAC instead of one argon2 run. The cache never decides
-whether a key is still valid: the key's row is read on every request, and
-what the cache remembers alongside (the key's view, its owner's limits) is
-reused only while that row reads exactly the same, so a revocation, an
-expiry or a plan change applies on the very next request in every process.
+with it once per process. After that :class:`KeyCache` remembers a MAC of
+(stored hash, key text) under a random per-process key: a repeat request
+costs one keyed BLAKE2b instead of one argon2 run. What the cache keeps with
+it (the key's view, its owner's limits, the stamps read before its row) is
+trusted only as long as the request path says (see :mod:`.auth`).
 """
 
 from __future__ import annotations
@@ -16,22 +14,45 @@ import hashlib
 import hmac
 import secrets
 import threading
-from typing import Any
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+if TYPE_CHECKING:
+    from .models import ApiKeyInfo
+
+#: Locks that keep first uses of one key from running argon2 in parallel.
+FIRST_USE_LOCKS = 64
+#: Seconds a first use waits for a parallel one of the same key.
+FIRST_USE_WAIT = 2.0
+
+
+class Busy(Exception):
+    """As many argon2 verifications as allowed are running in this process."""
+
 
 class Hasher:
-    """Hash and verify secrets with argon2id at the configured cost."""
+    """Hash and verify secrets with argon2id at the configured cost.
 
-    def __init__(self, time_cost: int, memory_cost: int, parallelism: int) -> None:
+    At most ``max_concurrent`` verifications run at once; one more raises
+    :class:`Busy` at once instead of queueing, so no stream of forged keys
+    can take every CPU.
+    """
+
+    def __init__(
+        self, time_cost: int, memory_cost: int, parallelism: int, max_concurrent: int
+    ) -> None:
         self._hasher = PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_cost,
             parallelism=parallelism,
             type=Type.ID,
         )
+        self._slots = threading.BoundedSemaphore(max_concurrent)
         # Verified against when a key id is unknown, so that an unknown id
         # costs the same argon2 run as a wrong secret.
         self._dummy = self._hasher.hash(secrets.token_urlsafe(24))
@@ -40,10 +61,14 @@ class Hasher:
         return self._hasher.hash(secret)
 
     def verify(self, stored_hash: str, secret: str) -> bool:
+        if not self._slots.acquire(blocking=False):
+            raise Busy()
         try:
             return self._hasher.verify(stored_hash, secret)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+        finally:
+            self._slots.release()
 
     def verify_dummy(self, secret: str) -> None:
         """Spend the time of one verification, for an id that does not exist."""
@@ -56,71 +81,64 @@ class Hasher:
             return False
 
 
-class _Entry:
-    __slots__ = ("digest", "snapshot")
+class CachedKey:
+    """What this process knows of one key it has verified."""
 
-    def __init__(self, digest: bytes) -> None:
+    __slots__ = ("digest", "info", "limits", "read_at", "secret_hash", "stamps")
+
+    def __init__(
+        self,
+        info: ApiKeyInfo,
+        limits: tuple[str, ...],
+        secret_hash: str,
+        digest: bytes,
+        stamps: tuple[str, str] | None,
+        read_at: float,
+    ) -> None:
+        self.info = info
+        self.limits = limits
+        self.secret_hash = secret_hash
         self.digest = digest
-        # (row, value), replaced as a whole: a reader sees one pair or the other.
-        self.snapshot: tuple[tuple[Any, ...], Any] | None = None
+        #: The key's and its owner's stamps, read before the row was.
+        self.stamps = stamps
+        #: ``time.monotonic()`` when the row was read.
+        self.read_at = read_at
 
 
-class VerifiedCache:
-    """A bounded, thread-safe memory of (key id, hash, secret) seen valid.
+class KeyCache:
+    """A bounded, thread-safe memory of keys seen valid, by key id.
 
-    Only a MAC (keyed BLAKE2b) is kept, never the secret; its key is random
-    per process and never leaves it. Each entry may also hold what was built
-    from the key's row (see :meth:`remember`), valid for that row only.
-    When full, the oldest entry goes: its key pays one argon2 run again.
+    Only a MAC of the key is kept, never the key; the MAC's key is random per
+    process and never leaves it. When full, the oldest entry goes: its key
+    pays one argon2 run again.
     """
 
     def __init__(self, max_entries: int = 100_000) -> None:
-        self._hmac_key = secrets.token_bytes(32)
-        self._entries: dict[str, _Entry] = {}
+        self._mac_key = secrets.token_bytes(32)
+        self._entries: dict[str, CachedKey] = {}
         self._max = max_entries
         self._lock = threading.Lock()
+        self._first_use = tuple(threading.Lock() for _ in range(FIRST_USE_LOCKS))
 
-    def _digest(self, stored_hash: str, secret: str) -> bytes:
-        message = stored_hash.encode() + b"\0" + secret.encode()
-        # Keyed BLAKE2b is a MAC in one C call: on every request's path.
-        return hashlib.blake2b(message, key=self._hmac_key, digest_size=32).digest()
+    def digest(self, secret_hash: str, text: str) -> bytes:
+        message = secret_hash.encode() + b"\0" + text.encode()
+        return hashlib.blake2b(message, key=self._mac_key, digest_size=32).digest()
 
-    def contains(self, key_id: str, stored_hash: str, secret: str) -> bool:
-        entry = self._entries.get(key_id)
-        if entry is None:
+    def get(self, key_id: str) -> CachedKey | None:
+        return self._entries.get(key_id)
+
+    def verifies(self, entry: CachedKey | None, secret_hash: str, text: str) -> bool:
+        """Whether ``text`` is the key verified for ``entry`` under this hash."""
+        if entry is None or entry.secret_hash != secret_hash:
             return False
-        return hmac.compare_digest(entry.digest, self._digest(stored_hash, secret))
+        return hmac.compare_digest(entry.digest, self.digest(secret_hash, text))
 
-    def known(self, key_id: str) -> bool:
-        """Whether this process has verified some secret for ``key_id``."""
-        return key_id in self._entries
-
-    def add(self, key_id: str, stored_hash: str, secret: str) -> None:
-        entry = _Entry(self._digest(stored_hash, secret))
+    def put(self, key_id: str, entry: CachedKey) -> None:
         with self._lock:
             self._entries.pop(key_id, None)
             self._entries[key_id] = entry
             while len(self._entries) > self._max:
                 del self._entries[next(iter(self._entries))]
-
-    def remember(self, key_id: str, row: tuple[Any, ...], value: Any) -> None:
-        """Keep ``value``, built from ``row``, for :meth:`fresh` to return."""
-        entry = self._entries.get(key_id)
-        if entry is not None:
-            entry.snapshot = (row, value)
-
-    def fresh(self, key_id: str, row: tuple[Any, ...], stored_hash: str, secret: str) -> Any:
-        """What :meth:`remember` kept for this key, if ``row`` is the very row
-        it was built from and ``secret`` is the one verified; else ``None``."""
-        entry = self._entries.get(key_id)
-        if entry is None:
-            return None
-        snapshot = entry.snapshot
-        if snapshot is None or snapshot[0] != row:
-            return None
-        if not hmac.compare_digest(entry.digest, self._digest(stored_hash, secret)):
-            return None
-        return snapshot[1]
 
     def discard(self, key_id: str) -> None:
         with self._lock:
@@ -132,3 +150,18 @@ class VerifiedCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @contextmanager
+    def first_use(self, key_id: str) -> Iterator[None]:
+        """One first use of a key at a time in this process: parallel first
+        uses (a client's burst, every thread after a deploy) run argon2 once.
+        Striped, so memory stays bounded whatever the number of keys; a wait
+        longer than :data:`FIRST_USE_WAIT` raises :class:`Busy`, so wrong
+        secrets sent for one id cannot hold threads for long."""
+        lock = self._first_use[zlib.crc32(key_id.encode()) % FIRST_USE_LOCKS]
+        if not lock.acquire(timeout=FIRST_USE_WAIT):
+            raise Busy()
+        try:
+            yield
+        finally:
+            lock.release()

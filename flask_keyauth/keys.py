@@ -119,13 +119,7 @@ def parse(text: str, prefix: str = "sk") -> ParsedKey | None:
     # nothing and keeps every comparison of key material alike.
     if not secrets.compare_digest(given, expected):
         return None
-    # The fields just checked, set as the frozen dataclass's __init__ would
-    # (which costs as much as the rest of this function).
-    parsed = object.__new__(ParsedKey)
-    parsed.__dict__.update(
-        prefix=prefix, environment=environment, key_id=key_id, secret=secret, checksum=given
-    )
-    return parsed
+    return ParsedKey(prefix, environment, key_id, secret, given)
 
 
 def redact(prefix: str, environment: str, key_id: str, last4: str) -> str:

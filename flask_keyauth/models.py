@@ -161,7 +161,7 @@ def split_scopes(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApiKeyInfo:
     """A read-only view of one API key, as of when it was read.
 
@@ -238,7 +238,7 @@ class KeyEvent:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyRecord:
     """One row of ``keyauth_api_keys`` and the rules that hold for it."""
 

@@ -9,90 +9,46 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import logging
-import os
-import threading
-import weakref
-import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from limits import parse_many
 
 from . import keys, signals
 from .config import Settings, split_limits
-from .errors import ExpiredApiKey, InvalidApiKey, KeyNotFound, StorageUnavailable
-from .hashing import Hasher, VerifiedCache
+from .errors import KeyNotFound, StorageUnavailable
+from .hashing import Hasher
 from .models import (
     NAME_MAX,
     ApiKeyInfo,
     KeyEvent,
     KeyRecord,
-    Tables,
     as_utc,
     isoformat,
     join_scopes,
 )
+from .store import Store
 from .usage import UsageBuffer
+
+if TYPE_CHECKING:
+    from .ratelimit import PlanLimits
 
 logger = logging.getLogger("flask_keyauth")
 
 OWNER_MAX = 255
 #: The longest usage history one call returns, in days.
 USAGE_DAYS_MAX = 90
-#: Locks that keep first uses of one key from running argon2 in parallel.
-FIRST_USE_LOCKS = 64
 #: The most events one call returns.
 EVENTS_MAX = 500
 _UNSET: Any = object()
-
-
-class AttemptGate(Protocol):
-    """Guards argon2 runs for keys this process has not verified yet.
-
-    ``acquire`` is called before argon2 and may raise (too many failures
-    from this address); ``release`` is called when the key turned out valid.
-    """
-
-    def acquire(self) -> None: ...
-
-    def release(self) -> None: ...
-
-
-class Store:
-    """Where the tables live: the host's Flask-SQLAlchemy ``db`` or our engine."""
-
-    def __init__(self, tables: Tables, engine: Callable[[], sa.Engine]) -> None:
-        self.tables = tables
-        self._engine = engine
-
-    @property
-    def engine(self) -> sa.Engine:
-        return self._engine()
-
-
-@dataclass(frozen=True)
-class Authenticated:
-    """A key that passed verification, and the limits of its owner's plan."""
-
-    key: ApiKeyInfo
-    limits: tuple[str, ...]
 
 
 def _check_owner(owner_id: Any) -> str:
     if not isinstance(owner_id, str) or not owner_id or len(owner_id) > OWNER_MAX:
         raise ValueError(f"owner_id must be a non-empty string of at most {OWNER_MAX} characters")
     return owner_id
-
-
-#: The errors of a key store that cannot be reached (down, restarting, pool
-#: exhausted): the views answer them with 503, not 500.
-STORE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
-#: Seconds a client is told to wait while the key store is unreachable.
-STORE_RETRY_AFTER = 5
 
 
 def is_plain_text(value: str) -> bool:
@@ -122,17 +78,26 @@ class KeyService:
         settings: Settings,
         store: Store,
         hasher: Hasher,
-        cache: VerifiedCache,
         usage: UsageBuffer,
+        limits: PlanLimits,
         clock: Callable[[], dt.datetime],
     ) -> None:
         self.settings = settings
         self.store = store
         self.hasher = hasher
-        self.cache = cache
         self.usage = usage
+        self.limits = limits
         #: The time source; tests and hosts may replace it.
         self.clock = clock
+        #: Drops a key from this process's cache (set by the extension).
+        self.forget: Callable[[str], None] = lambda key_id: None
+
+    def _changed(self, owner_id: str, *key_ids: str) -> None:
+        """After a commit: this process and, through the stamps, every other
+        one reads the rows again on their next request."""
+        for key_id in key_ids:
+            self.forget(key_id)
+        self.limits.bump(owner_id, key_ids)
 
     # -- checks -------------------------------------------------------------
 
@@ -422,6 +387,8 @@ class KeyService:
                 )
             record = self._record(conn, key_id)
             plan, _ = self._owner_plan(conn, record.owner_id)
+        if values:
+            self._changed(record.owner_id, key_id)
         return self._info(record, plan)
 
     def revoke_key(
@@ -445,7 +412,9 @@ class KeyService:
                     self._event(conn, record.owner_id, key_id, "revoked", actor, remote_addr)
                 record = self._record(conn, key_id)
             plan, _ = self._owner_plan(conn, record.owner_id)
-        self.cache.discard(key_id)
+        # Also when it was revoked already: a retry after a failed bump
+        # tells every process again.
+        self._changed(record.owner_id, key_id)
         info = self._info(record, plan)
         if changed:
             signals.key_revoked.send(signals.sender(), key=info)
@@ -502,8 +471,11 @@ class KeyService:
             self._event(conn, old.owner_id, new.key_id, "created", actor, remote_addr, key_id)
             old = self._record(conn, key_id)
             plan, _ = self._owner_plan(conn, old.owner_id)
-        if grace == dt.timedelta(0):
-            self.cache.discard(key_id)
+        # The new key must reach its caller even when the storage cannot be
+        # told: the old one's shorter life then applies everywhere within
+        # KEYAUTH_ROW_MAX_AGE (logged).
+        with contextlib.suppress(StorageUnavailable):
+            self._changed(old.owner_id, key_id)
         old_info, new_info = self._info(old, plan), self._info(new, plan)
         signals.key_rotated.send(
             signals.sender(), key=old_info, new_key=new_info
@@ -538,138 +510,27 @@ class KeyService:
                 )
             detail = plan if limits is None else f"{plan} ({limits})"
             self._event(conn, owner_id, None, "plan_changed", actor, remote_addr, detail)
+        self._changed(owner_id)
 
     # -- verifying ----------------------------------------------------------
 
-    def authenticate(self, key: keys.ParsedKey, gate: AttemptGate | None = None) -> Authenticated:
-        """Verify a well-formed key; raise ``InvalidApiKey`` or ``ExpiredApiKey``.
-
-        One indexed read of the key's row per call (so a revocation, an
-        expiry or a plan change applies at once in every process); argon2
-        runs only the first time this process sees this key, and for unknown
-        ids a dummy verification takes the same time as a wrong secret.
-        While the row reads exactly as it did when this process last let the
-        key in, what was built from it then is reused: only the expiry, which
-        depends on the time, is checked again.
-        """
-        if key.environment not in self.settings.environments_accepted:
-            raise InvalidApiKey()
-        rows = self._key_rows
-        row = rows.read(key.key_id)
-        if row is None:
-            if gate is not None:
-                gate.acquire()
-            self.hasher.verify_dummy(key.secret)
-            raise InvalidApiKey()
-        # The checksum covers the environment and prefix, but a forger who
-        # holds a key could re-checksum it under another environment: the
-        # row decides.
-        if row[rows.ENVIRONMENT] != key.environment or row[rows.PREFIX] != key.prefix:
-            raise InvalidApiKey()
-        warm: _Warm | None = self.cache.fresh(
-            key.key_id, row, row[rows.HASH], key.secret
-        )
-        if warm is not None:
-            now = self.clock()
-            if warm.expires_at is not None and now >= warm.expires_at:
-                raise ExpiredApiKey(details={"expired_at": isoformat(warm.expires_at)})
-            if self.usage.record(key.key_id, now):
-                self.usage.flush(self.store.engine, self.store.tables)
-            # Set as the frozen dataclass's __init__ would, at a fraction of
-            # its cost: this is every warm request's path.
-            auth = object.__new__(Authenticated)
-            auth.__dict__.update(
-                key=warm.info.with_last_used(self.usage.pending_last_used(key.key_id)),
-                limits=warm.limits,
-            )
-            return auth
-        values = rows.values(row)
-        record = KeyRecord.from_row(values)
-        if self.cache.contains(record.key_id, record.secret_hash, key.secret):
-            if record.is_revoked:
-                raise InvalidApiKey()
-        else:
-            # One first use per key at a time: parallel first uses of one key
-            # (a client's burst, every worker after a deploy) run argon2,
-            # take a failed-auth unit and upgrade an old hash once, not once
-            # each.
-            lock = self._first_use_lock(record.key_id)
-            waited = not lock.acquire(blocking=False)
-            if waited:
-                lock.acquire()
-            try:
-                if waited and self.cache.known(record.key_id):
-                    # Verified (perhaps rehashed) while this request waited:
-                    # read the row again to see the hash that was verified.
-                    again = rows.read(key.key_id)
-                    if again is not None:
-                        fresh_values = rows.values(again)
-                        fresh = KeyRecord.from_row(fresh_values)
-                        if self.cache.contains(fresh.key_id, fresh.secret_hash, key.secret):
-                            row, values, record = again, fresh_values, fresh
-                if not self.cache.contains(record.key_id, record.secret_hash, key.secret):
-                    if gate is not None:
-                        gate.acquire()
-                    if not self.hasher.verify(record.secret_hash, key.secret):
-                        raise InvalidApiKey()
-                    if record.is_revoked:
-                        raise InvalidApiKey()
-                    if gate is not None:
-                        gate.release()
-                    self._after_verify(record, key.secret)
-                elif record.is_revoked:
-                    raise InvalidApiKey()
-            finally:
-                lock.release()
-        now = self.clock()
-        if record.is_expired(now):
-            raise ExpiredApiKey(details={"expired_at": isoformat(record.expires_at)})
-        plan, limits = self.resolve_plan(values.plan, values.limits)
-        if self.usage.record(record.key_id, now):
-            self.usage.flush(self.store.engine, self.store.tables)
-        info = self._info(record, plan)
-        if record.secret_hash == row[rows.HASH]:
-            # (A hash upgraded just now changes the row: the next request
-            # reads the new row and builds this again, once.)
-            self.cache.remember(
-                record.key_id, row, _Warm(_InfoTemplate(info), limits, record.expires_at)
-            )
-        return Authenticated(info, limits)
-
-    def _after_verify(self, record: KeyRecord, secret: str) -> None:
-        stored_hash = record.secret_hash
-        if self.hasher.needs_rehash(stored_hash):
-            # Cost parameters were raised since this key was made: upgrade
-            # its hash once, now that we hold the secret.
-            stored_hash = self.hasher.hash(secret)
-            t = self.store.tables.keys
-            try:
-                with self.store.engine.begin() as conn:
-                    conn.execute(
-                        sa.update(t)
-                        .where(t.c.key_id == record.key_id)
-                        .values(secret_hash=stored_hash)
-                    )
-            except sa.exc.SQLAlchemyError:
-                logger.warning("could not upgrade the hash of key %s", record.key_id)
-                stored_hash = record.secret_hash
-        self.cache.add(record.key_id, stored_hash, secret)
-
-    @functools.cached_property
-    def _key_rows(self) -> KeyRows:
-        return KeyRows(self.store)
-
-    @functools.cached_property
-    def _first_use_locks(self) -> tuple[threading.Lock, ...]:
-        return tuple(threading.Lock() for _ in range(FIRST_USE_LOCKS))
-
-    def _first_use_lock(self, key_id: str) -> threading.Lock:
-        # Striped: bounded memory whatever the number of keys; two keys that
-        # share a stripe only wait for each other's first argon2 run.
-        return self._first_use_locks[zlib.crc32(key_id.encode()) % FIRST_USE_LOCKS]
+    def upgrade_hash(self, key_id: str, stored_hash: str, secret: str) -> str:
+        """The key's hash after a successful verification: upgraded once, now
+        that the secret is at hand, when the cost parameters were raised."""
+        if not self.hasher.needs_rehash(stored_hash):
+            return stored_hash
+        new_hash = self.hasher.hash(secret)
+        t = self.store.tables.keys
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(sa.update(t).where(t.c.key_id == key_id).values(secret_hash=new_hash))
+        except sa.exc.SQLAlchemyError:
+            logger.warning("could not upgrade the hash of key %s", key_id)
+            return stored_hash
+        return new_hash
 
     def flush_usage(self) -> None:
-        self.usage.flush(self.store.engine, self.store.tables)
+        self.usage.flush()
 
 
 class _Row:
@@ -677,220 +538,3 @@ class _Row:
 
     def __init__(self, values: dict[str, Any]) -> None:
         self.__dict__.update(values)
-
-
-# -- the per-request read of a key's row --------------------------------------------
-
-
-class _InfoTemplate:
-    """A key's :class:`ApiKeyInfo` as built from its row, to stamp with the
-    time of each request without building it again."""
-
-    __slots__ = ("_fields",)
-
-    def __init__(self, info: ApiKeyInfo) -> None:
-        self._fields = dict(info.__dict__)
-
-    def with_last_used(self, last_used_at: dt.datetime | None) -> ApiKeyInfo:
-        # Field for field, as dataclasses.replace would, without running
-        # __init__ again: this is on every request's path.
-        info = object.__new__(ApiKeyInfo)
-        fields = info.__dict__
-        fields.update(self._fields)
-        stored = fields["last_used_at"]
-        if last_used_at is not None and (stored is None or last_used_at > stored):
-            fields["last_used_at"] = last_used_at
-        return info
-
-
-@dataclass(frozen=True)
-class _Warm:
-    """What a request of a known key reuses while its row is unchanged."""
-
-    info: _InfoTemplate
-    limits: tuple[str, ...]
-    expires_at: dt.datetime | None
-
-
-class _Values:
-    """Attribute access over one processed row."""
-
-    def __init__(self, names: tuple[str, ...], values: Iterable[Any]) -> None:
-        self.__dict__.update(zip(names, values, strict=True))
-
-    def __getattr__(self, name: str) -> Any:  # for the type checker only
-        raise AttributeError(name)
-
-
-@dataclass
-class _Held:
-    """A connection set aside for key reads, with its cursor."""
-
-    connection: sa.Connection
-    cursor: Any
-    autocommit: bool
-
-
-#: Every reader, to drop (not close) their connections in a forked child.
-_READERS: weakref.WeakSet[KeyRows] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for reader in list(_READERS):
-        reader._forget_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _close_quietly(connection: Any) -> None:
-    # Thrown away because it is broken or no longer wanted: nothing to report.
-    with contextlib.suppress(Exception):
-        connection.close()
-
-
-class KeyRows:
-    """Reads one key's row and its owner's plan straight through the driver.
-
-    The statement is compiled once by SQLAlchemy for the engine's dialect
-    and run on a connection set aside for these reads (detached from the
-    pool, so without its checkout and pre-ping round trip), in autocommit so
-    that no transaction stays open between requests, on the driver's cursor
-    unless statement listeners are installed on the engine. Values are converted with the column
-    types' own result processors only when the row has changed. A failed
-    read is tried once more on a new connection (the server may have
-    restarted), then answers 503.
-    """
-
-    #: Where the prefix, the environment and the stored hash are in a raw row.
-    PREFIX, ENVIRONMENT, HASH = 3, 4, 6
-    #: Connections kept idle for the next reads.
-    IDLE_MAX = 8
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._lock = threading.Lock()
-        self._idle: list[_Held] = []
-        _READERS.add(self)
-        self._engine: sa.Engine | None = None
-        self._sql = ""
-        self._positional = False
-        self._names: tuple[str, ...] = ()
-        self._processors: list[Callable[[Any], Any] | None] = []
-        self._dedicated = False
-        self._errors: tuple[type[BaseException], ...] = ()
-
-    def _prepare(self, engine: sa.Engine) -> None:
-        t = self._store.tables
-        k, owners = t.keys, t.owners
-        columns = [
-            k.c.key_id, k.c.owner_id, k.c.name, k.c.prefix, k.c.environment, k.c.scopes,
-            k.c.secret_hash, k.c.last4, k.c.created_at, k.c.expires_at, k.c.revoked_at,
-            k.c.last_used_at, owners.c.plan, owners.c.limits,
-        ]
-        statement = (
-            sa.select(*columns)
-            .select_from(k.outerjoin(owners, owners.c.owner_id == k.c.owner_id))
-            .where(k.c.key_id == sa.bindparam("key_id"))
-        )
-        dialect = engine.dialect
-        compiled = statement.compile(dialect=dialect)
-        self._sql = compiled.string
-        self._positional = bool(compiled.positional)
-        self._names = tuple(column.name for column in columns)
-        assert self._names[self.PREFIX : self.HASH + 1 : 3] == ("prefix", "secret_hash")
-        self._processors = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in columns
-        ]
-        # Where the pool holds one connection for everyone (SQLite in
-        # memory), taking it away would lose the database: borrow it instead.
-        self._dedicated = isinstance(engine.pool, (sa.pool.QueuePool, sa.pool.NullPool))
-        self._errors = (dialect.loaded_dbapi.Error, sa.exc.SQLAlchemyError)
-        self._close_idle()
-        self._engine = engine
-        sa.event.listen(engine, "engine_disposed", self._on_dispose)
-
-    def _on_dispose(self, engine: sa.Engine) -> None:
-        if engine is self._engine:
-            self._close_idle()
-
-    def _close_idle(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for held in idle:
-            _close_quietly(held.connection)
-
-    def _connect(self, engine: sa.Engine) -> _Held:
-        connection = engine.connect()
-        autocommit = True
-        try:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-        except sa.exc.ArgumentError:  # a driver without autocommit: end each read
-            autocommit = False
-        if self._dedicated:
-            connection.detach()
-        dbapi_connection = connection.connection.dbapi_connection
-        assert dbapi_connection is not None  # a connection just checked out
-        return _Held(connection, dbapi_connection.cursor(), autocommit)
-
-    def read(self, key_id: str) -> tuple[Any, ...] | None:
-        """The key's raw row, or ``None``; ``StorageUnavailable`` when the
-        key store cannot be read."""
-        engine = self._store.engine
-        if engine is not self._engine:
-            self._prepare(engine)
-        params: Any = (key_id,) if self._positional else {"key_id": key_id}
-        # With statement listeners on the engine (query logs, tracing, the
-        # tests' statement counts) the read goes through SQLAlchemy so that
-        # they see it; otherwise straight to the driver's cursor.
-        dispatch = engine.dispatch
-        observed = bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute)
-        for attempt in range(2):
-            with self._lock:
-                held = self._idle.pop() if self._idle else None
-            fresh = held is None
-            try:
-                if held is None:
-                    held = self._connect(engine)
-                if observed:
-                    row = held.connection.exec_driver_sql(self._sql, params).first()
-                else:
-                    held.cursor.execute(self._sql, params)
-                    row = held.cursor.fetchone()
-                if not held.autocommit or observed:
-                    held.connection.rollback()
-            except self._errors:
-                if held is not None:
-                    _close_quietly(held.connection)
-                if fresh or attempt:
-                    logger.exception("flask-keyauth could not read the key store")
-                    raise StorageUnavailable(
-                        headers=[("Retry-After", str(STORE_RETRY_AFTER))]
-                    ) from None
-                continue
-            keep = False
-            if self._dedicated:
-                with self._lock:
-                    if len(self._idle) < self.IDLE_MAX:
-                        self._idle.append(held)
-                        keep = True
-            if not keep:
-                held.connection.close()  # back to the pool, or closed if detached
-            return row if row is None or type(row) is tuple else tuple(row)
-        raise AssertionError("unreachable")
-
-    def _forget_after_fork(self) -> None:
-        # A forked worker must not use its parent's sockets (nor close them).
-        self._idle = []
-
-    def values(self, row: tuple[Any, ...]) -> Any:
-        """The row with each column's type applied (datetimes in UTC)."""
-        return _Values(
-            self._names,
-            (
-                value if process is None or value is None else process(value)
-                for value, process in zip(row, self._processors, strict=True)
-            ),
-        )

@@ -15,6 +15,7 @@ from flask_keyauth import KeyAuth, current_key, require_key
 from flask_keyauth.models import ApiKeyInfo
 from flask_keyauth.service import KeyService
 
+from .faults.servers import postgres_server, redis_server  # noqa: F401 - fixtures
 from .services import postgres_database
 
 #: argon2-cffi's cheapest profile: tests verify many keys.

@@ -153,7 +153,7 @@ def test_missing_key(client: Any, headers: dict[str, str]) -> None:
     response = client.get("/read", headers=headers)
     error = refused(response, 401, "MISSING_API_KEY")
     assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert error["details"] == {}
+    assert error["details"] == {"headers": ["Authorization", "X-API-Key"]}
 
 
 def test_a_key_under_another_scheme_is_no_key(client: Any, make_key: MakeKey) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -65,13 +67,36 @@ def test_requests_are_buffered_then_written_once(database_url: str) -> None:
         db.engine.dispose()
 
 
-def test_interval_bounds_writes(database_url: str) -> None:
-    app, db, keyauth = make_app(database_url, KEYAUTH_LAST_USED_INTERVAL=0)
+def test_counts_reach_the_database_within_the_interval_with_no_further_request(
+    database_url: str,
+) -> None:
+    app, db, keyauth = make_app(database_url, KEYAUTH_LAST_USED_INTERVAL=0.2)
     client = app.test_client()
     with app.app_context():
         info, secret = keyauth.create_key("acme", "k")
-    for _ in range(3):
-        client.get("/read", headers=bearer(secret))
+    in_requests: list[str] = []
+
+    def send() -> None:
+        for _ in range(3):
+            client.get("/read", headers=bearer(secret))
+
+    with app.app_context():
+        engine = app.extensions["keyauth"].store.engine
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            in_requests.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", listener)
+    try:
+        send()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listener)
+    # The requests themselves only read; the background writer writes.
+    assert [s for s in in_requests if not s.lstrip().upper().startswith("SELECT")] == []
+    deadline = time.monotonic() + 5
+    while sum(usage_rows(app, info.id).values()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert sum(usage_rows(app, info.id).values()) == 3
     with app.app_context():
         db.drop_all()
@@ -102,9 +127,9 @@ def test_crash_loses_at_most_one_interval(tmp_path: Path) -> None:
     app, _, keyauth = make_app(url)
     with app.app_context():
         info, secret = keyauth.create_key("acme", "k")
-    assert run_worker(url, secret, 16, "crash", interval=60) == 1
-    # The request that crossed the interval flushed everything before it;
-    # only the 6 requests after the last flush are lost.
+    assert run_worker(url, secret, 16, "crash", interval=0.2) == 1
+    # The background writer wrote the first requests while the process
+    # paused; only the 6 requests after that are lost.
     assert sum(usage_rows(app, info.id).values()) == FLUSHED
 
 

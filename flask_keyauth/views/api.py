@@ -30,11 +30,11 @@ from ..errors import (
     KeyNotFoundError,
     MissingApiKey,
     PayloadTooLarge,
-    StorageUnavailable,
     ValidationError,
 )
 from ..models import NAME_MAX, UTC, ApiKeyInfo
-from ..service import STORE_DOWN, STORE_RETRY_AFTER, USAGE_DAYS_MAX, is_plain_text
+from ..service import USAGE_DAYS_MAX, is_plain_text
+from ..store import is_unavailable, unavailable
 from . import blueprint
 from .common import SAFE_METHODS, check_csrf, key_actor, session_actor, session_owner
 
@@ -119,9 +119,7 @@ def manager() -> Caller:
     """
     state = get_state()
     if _presents_key():
-        auth = load_key()
-        if state.limits is not None:
-            state.limits.consume(auth)
+        auth = load_key(1)
         if MANAGE_SCOPE not in auth.key.scopes:
             raise InsufficientScope(
                 f"Managing API keys needs a key with the '{MANAGE_SCOPE}' scope.",
@@ -198,7 +196,7 @@ def _read_body() -> bytes:
     if total > cap:
         _too_large(cap)
     data = b"".join(chunks)
-    g._keyauth_api_body = data
+    g._keyauth_api_body = data  # noqa: SLF001 - our namespaced name on g
     return data
 
 
@@ -507,7 +505,7 @@ def whoami() -> ResponseReturnValue:
     """The presented key, its owner and plan budget; spends nothing."""
     state = get_state()
     auth = load_key()
-    rate_limits = state.limits.report(auth) if state.limits is not None else []
+    rate_limits = state.limits.report(auth.key, auth.limits)
     key = auth.key
     return _reply(
         {
@@ -552,12 +550,15 @@ def internal_error(error: InternalServerError) -> ResponseReturnValue:
     if not is_api_request():
         # Registered on the blueprint, this handler shadows the app's own
         # 500 handler for the pages: hand back to it.
-        handler = current_app._find_error_handler(error, [])
+        app_handlers = current_app.error_handler_spec.get(None, {}).get(500, {})
+        handler = next(
+            (app_handlers[cls] for cls in type(error).__mro__ if cls in app_handlers), None
+        )
         if handler is not None:
             return current_app.ensure_sync(handler)(error)  # type: ignore[no-any-return]
         return error.get_response()
-    if isinstance(error.original_exception, STORE_DOWN):
-        down = StorageUnavailable(headers=[("Retry-After", str(STORE_RETRY_AFTER))])
+    if error.original_exception is not None and is_unavailable(error.original_exception):
+        down = unavailable()
         return down.get_response()
     body = {
         "error": {

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
 from flask import redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup
@@ -27,7 +28,7 @@ from .. import charts
 from ..decorators import get_state
 from ..errors import KeyAuthError, KeyNotFound, StorageUnavailable
 from ..models import NAME_MAX, ApiKeyInfo, KeyEvent
-from ..service import STORE_DOWN, STORE_RETRY_AFTER
+from ..store import STORE_RETRY_AFTER, is_unavailable
 from . import blueprint
 from .common import SAFE_METHODS, check_csrf, csrf_token, session_actor, session_owner
 
@@ -304,7 +305,9 @@ def page(view: PageView) -> Callable[..., ResponseReturnValue]:
         except KeyAuthError as error:
             title = "Request refused" if error.status == 400 else "Something went wrong"
             return error_page(PageError(error.status, error.code_name, title, error.message))
-        except STORE_DOWN:
+        except sa.exc.SQLAlchemyError as error:
+            if not is_unavailable(error):
+                raise
             logger.exception("flask-keyauth could not reach the key store")
             down = StorageUnavailable()
             response = error_page(

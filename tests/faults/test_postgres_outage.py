@@ -3,14 +3,7 @@ and restarted under traffic. Never the machine's shared server."""
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,67 +13,7 @@ from flask import Flask
 from flask_keyauth import KeyAuth, require_key
 
 from ..conftest import FAST_ARGON2, bearer
-from ..services import free_port, unavailable
-
-
-def pg_bin(name: str) -> str | None:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found[-1] if found else shutil.which(name)
-
-
-def as_postgres(args: list[str]) -> list[str]:
-    # initdb and postgres refuse to run as root.
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *args]
-    return args
-
-
-class ThrowawayPostgres:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.data = root / "data"
-        self.port = free_port()
-        self.pg_ctl = pg_bin("pg_ctl")
-        initdb = pg_bin("initdb")
-        if self.pg_ctl is None or initdb is None:
-            unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-        if os.geteuid() == 0:
-            shutil.chown(root, "postgres")
-        subprocess.run(
-            as_postgres([str(initdb), "-D", str(self.data), "-A", "trust", "-U", "postgres"]),
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
-        subprocess.run(
-            as_postgres([str(self.pg_ctl), "-D", str(self.data), "-o", options,
-                         "-l", str(self.root / "log"), "-w", "start"]),
-            check=True, stdout=subprocess.DEVNULL,
-        )
-
-    def stop(self) -> None:
-        subprocess.run(
-            as_postgres([str(self.pg_ctl), "-D", str(self.data), "-m", "immediate", "stop"]),
-            check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-
-
-@pytest.fixture
-def postgres_server() -> Iterator[ThrowawayPostgres]:
-    # Not under pytest's tmp_path: the postgres user must be able to reach it.
-    root = Path(tempfile.mkdtemp(prefix="keyauth-pg-"))
-    try:
-        server = ThrowawayPostgres(root)
-        server.start()
-        yield server
-        server.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+from .servers import ThrowawayPostgres
 
 
 def build(url: str) -> tuple[Flask, KeyAuth]:

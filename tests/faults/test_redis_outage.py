@@ -5,75 +5,13 @@ Never the machine's shared Redis: these tests start and kill their own.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
 from ..conftest import bearer, make_app
-from ..services import free_port, unavailable
-
-
-class ThrowawayRedis:
-    def __init__(self, tmp_path: Any) -> None:
-        self.port = free_port()
-        self.dir = tmp_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL,
-        )
-        import redis
-
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def pause(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGCONT)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Any) -> Iterator[ThrowawayRedis]:
-    if shutil.which("redis-server") is None:
-        unavailable("redis-server is not installed")
-    server = ThrowawayRedis(tmp_path)
-    server.start()
-    yield server
-    if server.process is not None:
-        server.resume()
-    server.stop()
+from .servers import ThrowawayRedis
 
 
 def timed_get(client: Any, secret: str) -> tuple[int, str | None, float]:
