@@ -1,17 +1,22 @@
 """``flask keys …``: manage keys and plans from the command line.
 
 The full key is printed once, by ``create`` and ``rotate``, and nowhere
-else. A bad argument prints one line on stderr and exits with status 2.
+else. A bad argument (a missing option or argument, a bad choice, a path
+that does not exist, a value the service refuses) prints one line on
+stderr and exits with status 2.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, NoReturn
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import IO, Any, NoReturn
 
 import click
 from flask.cli import AppGroup
+from sqlalchemy.exc import DataError
 
 from .audit import audit_keys
 from .decorators import get_state
@@ -19,21 +24,21 @@ from .errors import KeyNotFound
 from .models import ApiKeyInfo, isoformat
 from .scan import scan
 
-_DURATION = re.compile(r"(\d+)([smhd]?)")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "": "seconds"}
-
-
-def fail(message: str) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    raise click.exceptions.Exit(2)
+# A unit is required: "90" could mean seconds as well as days. Only 0 stands alone.
+_DURATION = re.compile(r"(?:(\d+)([smhd]))|0")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """``30m``, ``24h``, ``90d`` or ``0`` -> a timedelta."""
+    """``30m``, ``24h``, ``90d`` or ``0`` -> a timedelta; a number without
+    a unit is refused."""
     match = _DURATION.fullmatch(text.strip())
     if match is None:
-        raise ValueError(f"{text!r} is not a duration such as 30m, 24h, 90d or 0")
+        hint = " (give a unit)" if text.strip().isdigit() else ""
+        raise ValueError(f"{text!r} is not a duration such as 30m, 24h, 90d or 0{hint}")
     number, unit = match.groups()
+    if number is None:
+        return dt.timedelta(0)
     try:
         return dt.timedelta(**{_UNITS[unit]: int(number)})
     except OverflowError:
@@ -47,7 +52,8 @@ _BIDI = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A
 def one_line(text: str) -> str:
     """``text`` with control and bidi characters escaped: labels are shown
     on one line, and a carriage return or an escape sequence in one cannot
-    rewrite what the terminal shows."""
+    rewrite what the terminal shows. Bytes that were not UTF-8 (decoded by
+    Python as lone surrogates) are shown as ``\\xNN``."""
     out = []
     for char in text:
         code = ord(char)
@@ -57,16 +63,98 @@ def one_line(text: str) -> str:
             out.append(f"\\x{code:02x}")
         elif char in _BIDI:
             out.append(f"\\u{code:04x}")
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\u{code:04x}")
         else:
             out.append(char)
     return "".join(out)
 
 
-def _row(key: ApiKeyInfo, with_owner: bool) -> str:
-    parts = [key.id]
-    if with_owner:
-        parts.append(one_line(key.owner_id))
-    parts += [
+def fail(message: str) -> NoReturn:
+    click.echo(f"Error: {one_line(message)}", err=True)
+    raise click.exceptions.Exit(2)
+
+
+# -- one-line usage errors --------------------------------------------------------------
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as one line on stderr (exit status 2), instead
+    of Click's usage block."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {one_line(self.format_message())}{hint}", file=file, err=file is None)
+
+
+@contextmanager
+def _one_line_usage(ctx: click.Context) -> Iterator[None]:
+    try:
+        yield
+    except OneLineUsageError:
+        raise
+    except click.UsageError as error:
+        raise OneLineUsageError(error.format_message(), error.ctx or ctx) from None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class KeysCommand(click.Command):
+    """A command whose usage errors are one line, and whose text arguments
+    were valid UTF-8 on the command line: other bytes cannot be a key id,
+    an owner or a name, and would only fail further in. (Paths are left
+    alone: a file name may be any bytes.)"""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with _one_line_usage(ctx):
+            rest = super().parse_args(ctx, args)
+            for param in self.params:
+                value = ctx.params.get(param.name) if param.name else None
+                if param.type is click.STRING and isinstance(value, str) and not _is_utf8(value):
+                    raise click.BadParameter(f"'{one_line(value)}' is not UTF-8 text", ctx, param)
+            return rest
+
+
+class KeysGroup(AppGroup):
+    """``flask keys``: its commands' usage errors, and its own, are one line."""
+
+    command_class = KeysCommand
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with _one_line_usage(ctx):
+            return super().parse_args(ctx, args)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        with _one_line_usage(ctx):
+            return super().resolve_command(ctx, args)
+
+
+# -- tables -----------------------------------------------------------------------------
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Iterator[str]:
+    """A header row and rows, in columns; the last column (a free-text label)
+    is not padded."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        yield "  ".join([*cells, row[-1]])
+
+
+def _key_row(key: ApiKeyInfo, with_owner: bool) -> list[str]:
+    return [
+        key.id,
+        *([one_line(key.owner_id)] if with_owner else []),
         key.redacted,
         key.status,
         key.environment,
@@ -75,14 +163,35 @@ def _row(key: ApiKeyInfo, with_owner: bool) -> str:
         isoformat(key.last_used_at) or "never used",
         one_line(key.name),
     ]
-    return "  ".join(parts)
 
 
-keys_cli = AppGroup("keys", help="Manage API keys and plans.")
+def _header(with_owner: bool, *columns: str) -> list[str]:
+    return ["ID", *(["OWNER"] if with_owner else []), *columns]
+
+
+LIST_COLUMNS = ("KEY", "STATUS", "ENV", "SCOPES", "EXPIRES", "LAST USED", "NAME")
+AUDIT_COLUMNS = ("KEY", "FINDINGS", "NAME")
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+keys_cli = KeysGroup("keys", help="Manage API keys and plans.")
 
 
 def _service() -> Any:
     return get_state().service
+
+
+def _keys_of(owner: str | None) -> list[ApiKeyInfo]:
+    service = _service()
+    try:
+        keys: list[ApiKeyInfo] = (
+            service.list_keys(owner) if owner is not None else service.all_keys()
+        )
+    except ValueError as error:
+        fail(str(error))
+    return keys
 
 
 @keys_cli.command("create")
@@ -92,7 +201,7 @@ def _service() -> Any:
 @click.option(
     "--env", "environment", type=click.Choice(["live", "test"]), default="live", show_default=True
 )
-@click.option("--expires-in", default=None, help="Lifetime such as 30d or 24h; none by default.")
+@click.option("--expires-in", default=None, help="Lifetime: 30m, 24h, 90d; no expiry by default.")
 def create_command(
     owner: str, name: str, scopes: str, environment: str, expires_in: str | None
 ) -> None:
@@ -114,7 +223,7 @@ def create_command(
         )
     except ValueError as error:
         fail(str(error))
-    click.echo(f"Created key {info.id} ({info.environment}) for {info.owner_id}.")
+    click.echo(f"Created key {info.id} ({info.environment}) for {one_line(info.owner_id)}.")
     click.echo("Copy it now; it will not be shown again:")
     click.echo(secret)
 
@@ -122,16 +231,16 @@ def create_command(
 @keys_cli.command("list")
 @click.option("--owner", default=None, help="Only this owner's keys (default: every owner).")
 def list_command(owner: str | None) -> None:
-    """List keys: id, redacted key, status, scopes, expiry, last use, name."""
-    service = _service()
-    try:
-        keys = service.list_keys(owner) if owner is not None else service.all_keys()
-    except ValueError as error:
-        fail(str(error))
-    for key in keys:
-        click.echo(_row(key, with_owner=owner is None))
+    """List keys: id, owner, redacted key, status, environment, scopes,
+    expiry, last use and name, under a header row."""
+    keys = _keys_of(owner)
     if not keys:
         click.echo("No keys.", err=True)
+        return
+    with_owner = owner is None
+    rows = [_key_row(key, with_owner) for key in keys]
+    for line in table(_header(with_owner, *LIST_COLUMNS), rows):
+        click.echo(line)
 
 
 @keys_cli.command("revoke")
@@ -140,7 +249,7 @@ def revoke_command(key_id: str) -> None:
     """Revoke a key at once."""
     try:
         info = _service().revoke_key(key_id, actor="cli")
-    except KeyNotFound as error:
+    except (KeyNotFound, ValueError) as error:
         fail(str(error))
     click.echo(f"Revoked key {info.id} ({info.redacted}).")
 
@@ -168,33 +277,50 @@ def rotate_command(key_id: str, grace: str) -> None:
 @click.argument("plan")
 @click.option("--limits", default=None, help="Custom limits, e.g. '5000/hour;100000/day'.")
 def plan_command(owner: str, plan: str, limits: str | None) -> None:
-    """Put an owner on a plan."""
+    """Put an owner on a plan (a plan without fixed limits needs --limits)."""
+    service = _service()
+    plans = service.settings.plans
+    if limits is None and plan in plans and plans[plan] is None:
+        fail(f"plan {plan!r} has no fixed limits: give --limits, e.g. --limits '5000/hour'")
     try:
-        _service().set_plan(owner, plan, limits, actor="cli")
-        name, applied = _service().get_plan(owner)
+        service.set_plan(owner, plan, limits, actor="cli")
+        name, applied = service.get_plan(owner)
     except ValueError as error:
         fail(str(error))
-    click.echo(f"{owner} is on plan {name}: {'; '.join(applied)}.")
+    except DataError:
+        # The owner and the plan are checked above; what the database can
+        # refuse as too long is the limits text.
+        fail(f"--limits is too long to store ({len(limits or '')} characters)")
+    click.echo(f"{one_line(owner)} is on plan {name}: {'; '.join(applied)}.")
 
 
 @keys_cli.command("audit")
 @click.option("--owner", default=None, help="Only this owner's keys (default: every owner).")
 def audit_command(owner: str | None) -> None:
     """Hygiene report of active keys: never used, idle 90+ days, never
-    expiring, past the rotation reminder, live keys with admin."""
+    expiring, past the rotation reminder, live keys with admin. Exit status
+    1 when it finds something, 0 when not."""
     service = _service()
-    try:
-        keys = service.list_keys(owner) if owner is not None else service.all_keys()
-    except ValueError as error:
-        fail(str(error))
+    keys = _keys_of(owner)
     findings = audit_keys(keys, service.clock(), service.settings.rotation_reminder_days)
-    for finding in findings:
-        key = finding.key
-        click.echo(
-            f"{key.id}  {one_line(key.owner_id)}  {key.redacted}  {'; '.join(finding.problems)}"
-        )
     if not findings:
         click.echo("No findings.", err=True)
+        return
+    with_owner = owner is None
+    rows = [
+        [
+            finding.key.id,
+            *([one_line(finding.key.owner_id)] if with_owner else []),
+            finding.key.redacted,
+            "; ".join(finding.problems),
+            one_line(finding.key.name),
+        ]
+        for finding in findings
+    ]
+    for line in table(_header(with_owner, *AUDIT_COLUMNS), rows):
+        click.echo(line)
+    click.echo(f"{len(findings)} key(s) need attention.", err=True)
+    raise click.exceptions.Exit(1)
 
 
 @keys_cli.command("scan", with_appcontext=False)
@@ -206,10 +332,16 @@ def scan_command(paths: tuple[str, ...]) -> None:
 
     Only real keys are reported: the pattern and the checksum must both
     match. Findings are printed redacted, ``path:line: sk_live_<id>…<last 4>``.
+    Files that are not regular files (named pipes, devices) are skipped with
+    a note on stderr.
     """
-    findings = scan(paths)
+
+    def note(path: str, reason: str) -> None:
+        click.echo(f"note: {one_line(path)}: {reason}", err=True)
+
+    findings = scan(paths, note)
     for finding in findings:
-        click.echo(str(finding))
+        click.echo(f"{one_line(finding.path)}:{finding.line}: {finding.redacted}")
     if findings:
         click.echo(
             f"{len(findings)} API key(s) found: revoke them and remove them from the files.",

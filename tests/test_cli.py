@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,6 +39,66 @@ def one_line_error(result: Any) -> str:
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     return str(lines[0])
+
+
+# -- usage errors: one line, exit 2 ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["create", "--name", "k"], "Missing option '--owner'"),
+        (["create", "--owner", "acme"], "Missing option '--name'"),
+        (["create", "--owner"], "'--owner' requires an argument"),
+        (["create", "--owner", "acme", "--name", "k", "--env", "prod"], "'prod' is not one of"),
+        (["list", "--bogus"], "No such option"),
+        (["revoke"], "Missing argument 'KEY_ID'"),
+        (["revoke", "AAAAAAAAAAAA", "again"], "unexpected extra argument"),
+        (["rotate"], "Missing argument 'KEY_ID'"),
+        (["plan", "acme"], "Missing argument 'PLAN'"),
+        (["nosuch"], "No such command 'nosuch'"),
+    ],
+)
+def test_usage_errors_are_one_line(app: Flask, runner: Any, args: list[str], message: str) -> None:
+    line = one_line_error(keys(runner, *args))
+    assert line.startswith("Error: ") and message in line, line
+    assert "--help" in line  # where to look next, on the same line
+    assert "Usage:" not in line
+    with app.app_context():
+        assert service_of(app).all_keys() == []
+
+
+def test_usage_errors_do_not_echo_control_characters(runner: Any) -> None:
+    line = one_line_error(keys(runner, "create", "--owner", "a", "--name", "k",
+                               "--env", "\x1b[2J\rlive"))
+    assert "\x1b" not in line and "\r" not in line
+    assert "\\x1b[2J\\rlive" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["revoke", "{bad}"],
+        ["rotate", "{bad}"],
+        ["list", "--owner", "{bad}"],
+        ["audit", "--owner", "{bad}"],
+        ["create", "--owner", "{bad}", "--name", "k"],
+        ["create", "--owner", "acme", "--name", "{bad}"],
+        ["plan", "{bad}", "free"],
+    ],
+)
+def test_arguments_that_were_not_utf8(
+    app: Flask, runner: Any, make_key: MakeKey, args: list[str]
+) -> None:
+    # What Python makes of argv bytes that are not UTF-8 (PEP 383): lone
+    # surrogates, which no database driver can encode.
+    bad = os.fsdecode(b"\xff\xfeAAAAAAAAAA")
+    info, _ = make_key()
+    line = one_line_error(keys(runner, *[a.format(bad=bad) for a in args]))
+    assert "not UTF-8" in line and "\\xff\\xfe" in line
+    with app.app_context():
+        assert [k.id for k in service_of(app).all_keys()] == [info.id]
+        assert service_of(app).get_key(info.id).status == "active"
 
 
 # -- create ---------------------------------------------------------------------------
@@ -82,6 +144,8 @@ def test_create_with_expiry(
     [
         (["--scopes", "read,superuser"], "unknown scope 'superuser'"),
         (["--expires-in", "soon"], "duration"),
+        (["--expires-in", "90"], "give a unit"),  # never 90 seconds
+        (["--expires-in", "1"], "give a unit"),
         (["--expires-in", "10w"], "duration"),
         (["--expires-in", "-5d"], "duration"),
         (["--expires-in", "0"], "longer than 0"),
@@ -115,8 +179,14 @@ def test_list_never_prints_a_key(app: Flask, runner: Any, make_key: MakeKey) -> 
 
     everyone = keys(runner, "list")
     assert everyone.exit_code == 0
-    lines = everyone.stdout.splitlines()
+    header, *lines = everyone.stdout.splitlines()
+    assert header.split() == [
+        "ID", "OWNER", "KEY", "STATUS", "ENV", "SCOPES", "EXPIRES", "LAST", "USED", "NAME"
+    ]
     assert len(lines) == 3
+    # In columns: every row's key starts where the header's KEY does.
+    for line in lines:
+        assert line[header.index("KEY"):].startswith("sk_")
     for info in (acme, globex, revoked):
         (line,) = [ln for ln in lines if ln.startswith(info.id)]
         assert info.owner_id in line and info.redacted in line and info.name in line
@@ -124,7 +194,9 @@ def test_list_never_prints_a_key(app: Flask, runner: Any, make_key: MakeKey) -> 
 
     only_acme = keys(runner, "list", "--owner", "acme")
     assert only_acme.exit_code == 0
-    ids = [line.split()[0] for line in only_acme.stdout.splitlines()]
+    header, *lines = only_acme.stdout.splitlines()
+    assert header.split()[:3] == ["ID", "KEY", "STATUS"]  # one owner: no owner column
+    ids = [line.split()[0] for line in lines]
     assert sorted(ids) == sorted([acme.id, revoked.id])
 
     for result in (everyone, only_acme):
@@ -198,6 +270,7 @@ def test_rotate_with_zero_grace(app: Flask, runner: Any, client: Any, make_key: 
     [
         (["AAAAAAAAAAAA"], "AAAAAAAAAAAA"),
         (["{id}", "--grace", "a while"], "duration"),
+        (["{id}", "--grace", "3600"], "give a unit"),
         (["{id}", "--grace", "-1h"], "duration"),
         (["{id}", "--grace", "99999999999d"], "too long"),
     ],
@@ -228,14 +301,42 @@ def test_plan(app: Flask, runner: Any) -> None:
     ("args", "message"),
     [
         (["acme", "platinum"], "unknown plan 'platinum'"),
-        (["acme", "enterprise"], "limits"),
+        (["acme", "enterprise"], "give --limits"),
         (["acme", "enterprise", "--limits", "plenty"], "cannot be parsed"),
     ],
 )
 def test_plan_refuses_bad_arguments(
     app: Flask, runner: Any, args: list[str], message: str
 ) -> None:
-    assert message in one_line_error(keys(runner, "plan", *args))
+    line = one_line_error(keys(runner, "plan", *args))
+    assert message in line and "limits=" not in line
+    with app.app_context():
+        assert service_of(app).get_plan("acme")[0] == "free"
+
+
+@pytest.fixture
+def postgres_runner(postgres_url: str) -> Iterator[tuple[Flask, Any]]:
+    from .conftest import make_app
+
+    app, db, _ = make_app(postgres_url)
+    yield app, app.test_cli_runner()
+    service_of(app).usage.take()
+    with app.app_context():
+        db.drop_all()
+        db.engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("count", [120, 70], ids=["over the column", "over the event's"])
+def test_plan_limits_too_long_for_postgresql(
+    postgres_runner: tuple[Flask, Any], count: int
+) -> None:
+    app, runner = postgres_runner
+    # Valid limits, too long to store: past the 512 characters of the plan's
+    # column, or (70 items, about 500 characters) of the event that records it.
+    limits = ";".join(f"{n}/hour" for n in range(1000, 1000 + count))
+    line = one_line_error(keys(runner, "plan", "acme", "enterprise", "--limits", limits))
+    assert "--limits is too long" in line
     with app.app_context():
         assert service_of(app).get_plan("acme")[0] == "free"
 
@@ -245,9 +346,11 @@ def test_plan_refuses_bad_arguments(
 
 def test_audit(app: Flask, runner: Any, client: Any, make_key: MakeKey, clock: Clock) -> None:
     start = clock.now
-    fresh, _ = make_key(owner="acme", expires_at=start + dt.timedelta(days=365))
-    unused, _ = make_key(owner="acme", environment="test", expires_at=start + dt.timedelta(400))
-    admin, admin_secret = make_key(["admin"], owner="globex")
+    fresh, _ = make_key(owner="acme", name="billing sync",
+                        expires_at=start + dt.timedelta(days=365))
+    unused, _ = make_key(owner="acme", name="forgotten", environment="test",
+                         expires_at=start + dt.timedelta(400))
+    admin, admin_secret = make_key(["admin"], owner="globex", name="ops console")
     revoked, _ = make_key(owner="acme")
     with app.app_context():
         service_of(app).revoke_key(revoked.id)
@@ -261,9 +364,14 @@ def test_audit(app: Flask, runner: Any, client: Any, make_key: MakeKey, clock: C
         service.flush_usage()
 
     result = keys(runner, "audit")
-    assert result.exit_code == 0
-    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert result.exit_code == 1, result.output  # findings, like scan
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["ID", "OWNER", "KEY", "FINDINGS", "NAME"]
+    lines = {line.split()[0]: line for line in rows}
     assert set(lines) == {fresh.id, unused.id, admin.id}  # the revoked key is left out
+    for info in (fresh, unused, admin):
+        assert lines[info.id].endswith(info.name)
+    assert "3 key(s) need attention" in result.stderr
     assert "idle 90+ days" in lines[fresh.id] and "never expires" not in lines[fresh.id]
     assert "never used" in lines[unused.id]
     assert "past the rotation reminder" in lines[unused.id]
@@ -275,7 +383,10 @@ def test_audit(app: Flask, runner: Any, client: Any, make_key: MakeKey, clock: C
     assert not KEY_IN_TEXT.search(result.output)
 
     only = keys(runner, "audit", "--owner", "globex")
-    assert [line.split()[0] for line in only.stdout.splitlines()] == [admin.id]
+    assert only.exit_code == 1
+    header, *rows = only.stdout.splitlines()
+    assert header.split() == ["ID", "KEY", "FINDINGS", "NAME"]
+    assert [line.split()[0] for line in rows] == [admin.id]
 
 
 def test_audit_with_nothing_to_say(app: Flask, runner: Any, keyauth: KeyAuth,
@@ -368,12 +479,40 @@ def test_scan_finds_a_key_deep_in_a_large_file(tmp_path: Any, scan_runner: Any) 
     assert key not in result.output
 
 
-@pytest.mark.parametrize("args", [[], ["/no/such/path"]], ids=["no path", "missing path"])
-def test_scan_bad_arguments_exit_2(scan_runner: Any, args: list[str]) -> None:
-    result = scan_runner.invoke(args=["keys", "scan", *args])
-    assert result.exit_code == 2
-    assert result.stdout == ""
-    assert "Traceback" not in result.output
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [([], "Missing argument 'PATHS...'"), (["/no/such/path"], "does not exist")],
+    ids=["no path", "missing path"],
+)
+def test_scan_bad_arguments_exit_2(scan_runner: Any, args: list[str], message: str) -> None:
+    assert message in one_line_error(scan_runner.invoke(args=["keys", "scan", *args]))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_scan_skips_named_pipes_and_devices_with_a_note(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from flask_keyauth import keys as key_format
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    os.mkfifo(tree / "pipe")  # nobody ever writes to it
+    key = key_format.generate().text
+    (tree / "after.txt").write_text(f"token={key}\n")
+    found = subprocess.run(
+        [sys.executable, "-m", "flask_keyauth.scan", str(tree), str(tree / "pipe"), os.devnull],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert found.returncode == 1, found.stderr
+    assert found.stdout == f"{tree / 'after.txt'}:1: {key[:-38]}\u2026{key[-4:]}\n"
+    notes = [line for line in found.stderr.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        f"note: {tree / 'pipe'}: skipped, a named pipe",
+        f"note: {tree / 'pipe'}: skipped, a named pipe",
+        f"note: {os.devnull}: skipped, a device",
+    ]
+    assert "Traceback" not in found.stderr
 
 
 def test_scan_runs_without_an_app_for_pre_commit(tmp_path: Any) -> None:
