@@ -419,7 +419,8 @@ def test_cli_list_shows_each_hostile_label_on_one_line(sqlite_host: Host) -> Non
         h.create("acme", label)
     result = h.app.test_cli_runner().invoke(args=["keys", "list", "--owner", "acme"])
     assert result.exit_code == 0
-    lines = result.stdout.split("\n")
+    header, *lines = result.stdout.split("\n")
+    assert header.startswith("ID ")
     assert lines[-1] == ""
     assert len(lines) - 1 == len(HOSTILE_LABELS)
     # No raw control character reaches the terminal: \r or ESC could
