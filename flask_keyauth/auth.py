@@ -166,13 +166,19 @@ class Authenticator:
             self._argon2(None, key.secret)
             self._refuse(address)
         secret_hash = row.secret_hash
-        if not self.cache.verifies(entry, secret_hash, text):
-            with self._busy_is_503(), self.cache.first_use(key.key_id):
-                # Verified by a parallel first use while this one waited?
-                if not self.cache.verifies(self.cache.get(key.key_id), secret_hash, text):
+        # A key verified once stays verified: its secret never changes (the
+        # stored hash may, when it is upgraded).
+        if not self.cache.verifies(entry, entry.secret_hash if entry else "", text):
+            with self._busy_is_503(), self.cache.first_use(key.key_id) as waited:
+                current = self.cache.get(key.key_id)
+                if not self.cache.verifies(current, current.secret_hash if current else "", text):
+                    if waited:  # the address may have gone over its limit meanwhile
+                        self.limits.throttle_check(address)
                     if not self._argon2(secret_hash, key.secret):
                         self._refuse(address)
                     secret_hash = self.service.upgrade_hash(key.key_id, secret_hash, key.secret)
+                elif current is not None:
+                    secret_hash = current.secret_hash
         now = self.service.clock()
         record = KeyRecord.from_row(row)
         plan, limits = self.service.resolve_plan(row.plan, row.limits)

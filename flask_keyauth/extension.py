@@ -116,6 +116,8 @@ class KeyAuth:
         if db is not None:
             tables = define_tables(db.metadata)
             store = Store(tables, _host_engine(app, db))
+            if "sqlalchemy" in app.extensions:
+                store.engine  # noqa: B018 - the fork recipe, before any connection
         else:
             tables = define_tables(sa.MetaData())
             engine = build_engine(

@@ -152,16 +152,18 @@ class KeyCache:
         return len(self._entries)
 
     @contextmanager
-    def first_use(self, key_id: str) -> Iterator[None]:
+    def first_use(self, key_id: str) -> Iterator[bool]:
         """One first use of a key at a time in this process: parallel first
         uses (a client's burst, every thread after a deploy) run argon2 once.
         Striped, so memory stays bounded whatever the number of keys; a wait
         longer than :data:`FIRST_USE_WAIT` raises :class:`Busy`, so wrong
-        secrets sent for one id cannot hold threads for long."""
+        secrets sent for one id cannot hold threads for long. Yields whether
+        this use had to wait."""
         lock = self._first_use[zlib.crc32(key_id.encode()) % FIRST_USE_LOCKS]
-        if not lock.acquire(timeout=FIRST_USE_WAIT):
+        waited = not lock.acquire(blocking=False)
+        if waited and not lock.acquire(timeout=FIRST_USE_WAIT):
             raise Busy()
         try:
-            yield
+            yield waited  # whether another first use went before this one
         finally:
             lock.release()

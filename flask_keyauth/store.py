@@ -83,7 +83,9 @@ def _own_engine_options(url: sa.URL, host_options: Mapping[str, Any]) -> dict[st
 def build_engine(uri: str, host_options: Mapping[str, Any] | None = None) -> sa.Engine:
     """flask-keyauth's own engine on ``uri``, for apps without a ``db``."""
     url = sa.make_url(uri)
-    return sa.create_engine(url, **_own_engine_options(url, host_options or {}))
+    engine = sa.create_engine(url, **_own_engine_options(url, host_options or {}))
+    make_fork_safe(engine)
+    return engine
 
 
 def make_fork_safe(engine: sa.Engine) -> None:
@@ -105,7 +107,9 @@ def _remember_pid(dbapi_connection: Any, record: Any) -> None:
 
 
 def _refuse_foreign(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    if record.info.get("keyauth_pid", os.getpid()) != os.getpid():
+    # A connection opened before the recipe was installed (init_app installs
+    # it) is taken to be this process's own.
+    if record.info.setdefault("keyauth_pid", os.getpid()) != os.getpid():
         record.dbapi_connection = proxy.dbapi_connection = None
         raise sa.exc.DisconnectionError(
             "connection opened in another process; not shared across fork"

@@ -500,30 +500,19 @@ def test_401_bodies_never_carry_a_secret_anywhere(
         assert not echoes(response, token, secret), case
 
 
-def test_two_different_keys_count_as_a_failed_attempt(app_factory: AppFactory) -> None:
+def test_two_different_keys_are_refused_without_any_io(app_factory: AppFactory) -> None:
     app, _, keyauth = app_factory(KEYAUTH_FAILED_AUTH_LIMIT="2/minute")
     with app.app_context():
         _, one = keyauth.create_key("acme", "one")
         _, two = keyauth.create_key("acme", "two")
     client = app.test_client()
     headers = {**bearer(one), "X-API-Key": two}
-    for _ in range(2):
-        refused(client.get("/read", headers=headers), 401, "INVALID_API_KEY")
-    response = client.get("/read", headers=headers)
-    assert response.status_code == 429
-    assert response.get_json()["error"]["code"] == "TOO_MANY_FAILED_ATTEMPTS"
+    with sql_statements(app) as statements:
+        for _ in range(4):
+            refused(client.get("/read", headers=headers), 401, "INVALID_API_KEY")
+    # Like a malformed key: decided from the headers alone, so nothing to
+    # throttle and nothing read.
+    assert statements == []
+    assert client.get("/read", headers=bearer(one)).status_code == 200
 
 
-def test_reused_error_responses_are_the_errors_own_bytes(client: Any) -> None:
-    from flask_keyauth.errors import InvalidApiKey, MissingApiKey
-
-    for headers, error in (({"X-API-Key": "sk_live_nope"}, InvalidApiKey()), ({}, MissingApiKey())):
-        expected = error.get_response()
-        replies = [client.get("/read", headers=headers) for _ in range(3)]
-        for reply in replies:
-            assert reply.status_code == expected.status_code
-            assert reply.get_data() == expected.get_data()
-            assert reply.headers["Content-Type"] == "application/json"
-            assert reply.headers["Content-Length"] == str(len(expected.get_data()))
-            for name in ("WWW-Authenticate", "Cache-Control"):
-                assert reply.headers[name] == expected.headers[name]

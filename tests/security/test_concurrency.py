@@ -66,11 +66,12 @@ def limited(tmp_path: Path, storage: str) -> Iterator[tuple[Flask, KeyAuth]]:
 def verified(app: Flask, *secrets: str) -> None:
     """Verify keys once in this process, as an earlier request would have,
     without spending their owner's budget."""
+    auth = app.extensions["keyauth"].auth
     with app.app_context():
         for secret in secrets:
-            parsed = keys.parse(secret)
-            assert parsed is not None
-            service_of(app).authenticate(parsed)
+            environ = {"HTTP_AUTHORIZATION": f"Bearer {secret}", "REMOTE_ADDR": "127.0.0.1"}
+            for _ in range(2):  # the row, then the row under its stamps
+                auth.authenticate(environ, True, None)
 
 
 def test_100_threads_against_a_limit_of_5_serve_exactly_5(
@@ -94,7 +95,7 @@ def test_100_threads_against_a_limit_of_5_serve_exactly_5(
     assert remaining == [0, 1, 2, 3, 4]
 
 
-def test_50_parallel_wrong_keys_run_argon2_at_most_5_times(
+def test_50_parallel_wrong_keys_are_throttled_and_never_hold_more_than_the_slots(
     limited: tuple[Flask, KeyAuth],
 ) -> None:
     app, keyauth = limited
@@ -113,10 +114,15 @@ def test_50_parallel_wrong_keys_run_argon2_at_most_5_times(
             "/read", headers=bearer(presented[i])))
     hashing_verifies = len(runs)
     statuses = Counter(r.status_code for r in results)
-    # Unknown ids run a dummy verification outside this counter; count both.
-    assert statuses[401] <= 5, statuses
-    assert statuses[401] + statuses[429] == 50
-    assert hashing_verifies <= statuses[401] <= 5
+    # A failure is counted once argon2 has said so (a valid key in flight
+    # never counts); what bounds the work of a burst meanwhile is
+    # KEYAUTH_ARGON2_MAX_CONCURRENT (tested with the throttle), and the
+    # counted failures close the address to the rest.
+    assert hashing_verifies <= statuses[401] < 50, statuses
+    assert statuses[401] + statuses[429] + statuses[503] == 50
+    assert statuses[429] > 0
+    late = app.test_client().get("/read", headers=bearer(wrong(1)))
+    assert late.status_code == 429
     assert {r.get_json()["error"]["code"] for r in results if r.status_code == 429} == {
         "TOO_MANY_FAILED_ATTEMPTS"
     }
@@ -161,7 +167,7 @@ def test_a_key_created_under_load_works_on_its_next_request(
         for worker in workers:
             worker.join(timeout=30)
     assert set(seen) == {200} and sum(seen.values()) > 10
-    assert len(service_of(app).cache) >= 11
+    assert len(app.extensions["keyauth"].auth.cache) >= 11
 
 
 def test_parallel_first_uses_of_a_valid_key_are_not_failed_attempts(

@@ -66,7 +66,7 @@ def check(headers: dict[str, str]) -> None:
             "TOO_MANY_FAILED_ATTEMPTS": TooManyFailedAttempts.default_message,
         }
         assert error["message"] == expected[error["code"]]
-        assert set(error["details"]) <= {"retry_after"}
+        assert set(error["details"]) <= {"retry_after", "headers"}
 
 
 @FUZZ
