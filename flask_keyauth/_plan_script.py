@@ -98,8 +98,10 @@ class PlanScript:
         self._prefix = key_prefix
 
     def _key(self, owner_id: str, *parts: str) -> str:
-        return self._storage.prefixed_key(
-            "/".join((self._prefix, "keyauth", hash_tag(owner_id), *parts))
+        return str(
+            self._storage.prefixed_key(
+                "/".join((self._prefix, "keyauth", hash_tag(owner_id), *parts))
+            )
         )
 
     def stamp_keys(self, owner_id: str, key_id: str) -> list[str]:

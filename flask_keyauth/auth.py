@@ -133,9 +133,9 @@ class Authenticator:
         elif entry is not None and entry.info.revoked_at is not None:
             self._refuse(address)  # revocation is for ever: no need to ask
         elif entry is not None and entry.stamps is not None and self._trusted(entry):
-            fresh, charge = self.limits.check(entry.info, entry.limits, entry.stamps, cost or 0)
+            fresh, counted = self.limits.check(entry.info, entry.limits, entry.stamps, cost or 0)
             if fresh:
-                return self._accept(entry, charge if cost else None)
+                return self._accept(entry, counted if cost else None)
 
         entry = self._read(key, text, address, entry)
         charge = self.limits.spend(entry.info, entry.limits, cost) if cost else None

@@ -17,12 +17,12 @@ import redis
 import sqlalchemy as sa
 from flask import Flask
 from flask.views import MethodView
+from limits import parse
+from limits.storage import storage_from_string
 
 from flask_keyauth import KeyAuth, keys, require_key
 from flask_keyauth._plan_script import PlanScript
 from flask_keyauth.errors import StorageUnavailable
-from limits import parse
-from limits.storage import storage_from_string
 
 from .conftest import FAST_ARGON2, bearer, make_app, sql_statements
 from .faults.servers import ThrowawayRedis
