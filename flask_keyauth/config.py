@@ -67,6 +67,9 @@ FAILED_AUTH_IPV6_PREFIX = 64
 #: argon2 verifications allowed at once in a process; one more answers 503
 #: at once instead of queueing. ``None``: twice the CPUs, at least 4.
 ARGON2_MAX_CONCURRENT: int | None = None
+#: Keys an owner may hold that are not revoked; past it, creating one is a
+#: 409 ``KEY_LIMIT_REACHED`` (``ValueError`` in the service API).
+MAX_KEYS_PER_OWNER = 100
 
 DEFAULTS: dict[str, Any] = {
     f"KEYAUTH_{name}": value
@@ -106,6 +109,7 @@ class Settings:
     row_max_age: float
     failed_auth_ipv6_prefix: int
     argon2_max_concurrent: int
+    max_keys_per_owner: int
 
     def expand(self, scopes: frozenset[str] | tuple[str, ...]) -> frozenset[str]:
         """Every scope the given scopes grant, implied ones included."""
@@ -285,6 +289,7 @@ def load(config: Mapping[str, Any]) -> Settings:
         row_max_age=_seconds(config, "ROW_MAX_AGE"),
         failed_auth_ipv6_prefix=_ipv6_prefix(config),
         argon2_max_concurrent=_max_concurrent(config),
+        max_keys_per_owner=_int(config, "MAX_KEYS_PER_OWNER", 1),
     )
 
 

@@ -16,6 +16,7 @@ from flask import current_app, g, make_response, request
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import Headers
 from werkzeug.local import LocalProxy
+from werkzeug.wrappers import Response
 
 from . import signals
 from ._state import get_state
@@ -95,11 +96,21 @@ current_key: ApiKeyInfo = cast(ApiKeyInfo, LocalProxy(authenticated_key))
 
 
 def error_response(error: KeyAuthError, state: KeyAuthState | None = None) -> ResponseReturnValue:
-    """Answer a ``KeyAuthError``, through ``@keyauth.error_handler`` if set."""
+    """Answer a ``KeyAuthError``, through ``@keyauth.error_handler`` if set,
+    else through the host's ``@app.errorhandler`` if it has any."""
+    state = state or get_state()
+    if state.extension.error_handler_callback is None and any(
+        current_app.error_handler_spec.values()
+    ):
+        raise error  # the host may handle it (@app.errorhandler): Flask decides
+    return render_error(error, state)
+
+
+def render_error(error: KeyAuthError, state: KeyAuthState | None = None) -> Response:
+    """The response of a ``KeyAuthError``: ``@keyauth.error_handler``'s, or
+    the JSON envelope."""
     handler = (state or get_state()).extension.error_handler_callback
     if handler is None:
-        if any(current_app.error_handler_spec.values()):
-            raise error  # the host may handle it (@app.errorhandler): Flask decides
         return error.get_response()
     response = make_response(handler(error))
     error.apply_headers(response)

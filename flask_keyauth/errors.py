@@ -15,6 +15,7 @@ from typing import Any
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import (
     BadRequest,
+    Conflict,
     Forbidden,
     HTTPException,
     NotFound,
@@ -155,6 +156,12 @@ class KeyNotFoundError(KeyAuthError, NotFound):
     code = 404
     code_name = "NOT_FOUND"
     default_message = "No such API key."
+
+
+class KeyLimitReachedError(KeyAuthError, Conflict):
+    code = 409
+    code_name = "KEY_LIMIT_REACHED"
+    default_message = "This account holds as many API keys as it may; revoke one first."
 
 
 class PayloadTooLarge(KeyAuthError, RequestEntityTooLarge):

@@ -232,7 +232,8 @@ class KeyAuth:
         if self.owner_loader_callback is None:
             return None
         owner = self.owner_loader_callback()
-        return str(owner) if owner is not None else None
+        # "" (as None) means nobody is signed in.
+        return str(owner) if owner is not None and owner != "" else None
 
 
 def state_of(app: Flask | None = None) -> KeyAuthState:

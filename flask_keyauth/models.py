@@ -120,7 +120,8 @@ def define_tables(metadata: sa.MetaData) -> Tables:
         sa.Column("expires_at", UTCDateTime(), nullable=True),
         sa.Column("revoked_at", UTCDateTime(), nullable=True),
         sa.Column("last_used_at", UTCDateTime(), nullable=True),
-        sa.Column("rotated_from", sa.String(keys.ID_LENGTH), nullable=True),
+        # The key this one replaced; unique: a key has one successor at most.
+        sa.Column("rotated_from", sa.String(keys.ID_LENGTH), nullable=True, unique=True),
     )
     owners = sa.Table(
         "keyauth_owners",

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flask_keyauth")
 
-OWNER_MAX = 255
+#: The longest owner id (SPEC: 1 to 128 printable characters).
+OWNER_MAX = 128
 #: The longest usage history one call returns, in days.
 USAGE_DAYS_MAX = 90
 #: The most events one call returns.
@@ -45,10 +46,27 @@ EVENTS_MAX = 500
 _UNSET: Any = object()
 
 
+class KeyLimitReached(ValueError):
+    """The owner already holds ``KEYAUTH_MAX_KEYS_PER_OWNER`` keys."""
+
+
 def _check_owner(owner_id: Any) -> str:
-    if not isinstance(owner_id, str) or not owner_id or len(owner_id) > OWNER_MAX:
-        raise ValueError(f"owner_id must be a non-empty string of at most {OWNER_MAX} characters")
+    if (
+        not isinstance(owner_id, str)
+        or not 0 < len(owner_id) <= OWNER_MAX
+        or not owner_id.isprintable()
+    ):
+        raise ValueError(f"owner_id must be 1 to {OWNER_MAX} printable characters")
     return owner_id
+
+
+def _send(signal: Any, **keywords: Any) -> None:
+    """Send a signal after a commit: a receiver's error is logged and never
+    undoes (nor hides the result of) the change that was committed."""
+    try:
+        signal.send(signals.sender(), **keywords)
+    except Exception:  # noqa: BLE001 - any receiver's error, whatever it is
+        logger.exception("flask-keyauth: a receiver of %s failed", signal.name)
 
 
 def is_plain_text(value: str) -> bool:
@@ -303,7 +321,9 @@ class KeyService:
         environment: str,
         expires_at: dt.datetime | None,
         rotated_from: str | None = None,
-    ) -> tuple[KeyRecord, str]:
+    ) -> tuple[KeyRecord, keys.ParsedKey]:
+        # The key stays a ParsedKey, whose repr hides the secret, until it is
+        # returned: a frame an error reporter captures shows no secret.
         key = keys.generate(self.settings.key_prefix, environment)
         values = {
             "key_id": key.key_id,
@@ -322,7 +342,7 @@ class KeyService:
         }
         conn.execute(sa.insert(self.store.tables.keys).values(**values))
         record = KeyRecord.from_row(_Row(values))
-        return record, key.text
+        return record, key
 
     def create_key(
         self,
@@ -347,14 +367,28 @@ class KeyService:
             raise ValueError(f"environment must be 'live' or 'test', not {environment!r}")
         checked_expiry = self.check_expiry(expires_at)
         with self.store.engine.begin() as conn:
-            record, text = self._insert_key(
+            self._check_room(conn, owner_id)
+            record, key = self._insert_key(
                 conn, owner_id, name, checked_scopes, environment, checked_expiry
             )
             self._event(conn, owner_id, record.key_id, "created", actor, remote_addr)
             plan, _ = self._owner_plan(conn, owner_id)
         info = self._info(record, plan)
-        signals.key_created.send(signals.sender(), key=info)
-        return info, text
+        _send(signals.key_created, key=info)
+        return info, key.text
+
+    def _check_room(self, conn: sa.Connection, owner_id: str) -> None:
+        t = self.store.tables.keys
+        held = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(t)
+            .where(t.c.owner_id == owner_id, t.c.revoked_at.is_(None))
+        ).scalar_one()
+        if held >= self.settings.max_keys_per_owner:
+            raise KeyLimitReached(
+                f"owner {owner_id!r} already holds {held} keys, the most allowed "
+                f"(KEYAUTH_MAX_KEYS_PER_OWNER); revoke one first"
+            )
 
     def update_key(
         self,
@@ -376,6 +410,8 @@ class KeyService:
             record = self._record(conn, key_id)
             if record.is_revoked and values:
                 raise ValueError("a revoked key cannot be changed")
+            if record.is_expired(self.clock()) and values:
+                raise ValueError("an expired key cannot be changed")
             if values:
                 conn.execute(sa.update(t).where(t.c.key_id == key_id).values(**values))
             if "name" in values and values["name"] != record.name:
@@ -417,7 +453,7 @@ class KeyService:
         self._changed(record.owner_id, key_id)
         info = self._info(record, plan)
         if changed:
-            signals.key_revoked.send(signals.sender(), key=info)
+            _send(signals.key_revoked, key=info)
         return info
 
     def rotate_key(
@@ -425,62 +461,79 @@ class KeyService:
         key_id: str,
         grace: dt.timedelta = dt.timedelta(hours=24),  # noqa: B008 - immutable
         *,
-        expires_at: dt.datetime | None = None,
+        expires_at: dt.datetime | None = _UNSET,
         actor: str | None = None,
         remote_addr: str | None = None,
     ) -> tuple[ApiKeyInfo, str]:
         """Replace a key by a new one; the old one works until ``grace`` ends.
 
-        The new key keeps the old one's owner, name, scopes and environment.
-        ``grace=timedelta(0)`` revokes the old key at once.
+        The new key keeps the old one's owner, name, scopes, environment and
+        lifetime (a key made to live 30 days is replaced by one that lives 30
+        days) unless ``expires_at`` is given (``None``: never). A key is
+        rotated once: a second rotation, even a concurrent one, is a
+        ``ValueError``. ``grace=timedelta(0)`` revokes the old key at once.
         """
         if not isinstance(grace, dt.timedelta):
             raise ValueError("grace must be a timedelta")
         if grace < dt.timedelta(0):
             raise ValueError("grace must not be negative")
-        checked_expiry = self.check_expiry(expires_at)
-        t = self.store.tables.keys
+        checked_expiry = _UNSET if expires_at is _UNSET else self.check_expiry(expires_at)
         now = self.clock()
         try:
             end = now + grace
         except OverflowError:
             raise ValueError("grace is too long: it ends past the year 9999") from None
-        with self.store.engine.begin() as conn:
-            old = self._record(conn, key_id)
-            if old.is_revoked:
-                raise ValueError(f"key {key_id} is revoked and cannot be rotated")
-            if old.is_expired(now):
-                raise ValueError(f"key {key_id} has expired and cannot be rotated")
-            if grace == dt.timedelta(0):
-                change: dict[str, Any] = {"revoked_at": now}
-            else:
-                change = {"expires_at": min(old.expires_at, end) if old.expires_at else end}
-            conn.execute(
-                sa.update(t).where(t.c.key_id == key_id, t.c.revoked_at.is_(None)).values(**change)
-            )
-            new, text = self._insert_key(
-                conn,
-                old.owner_id,
-                old.name,
-                old.scopes,
-                old.environment,
-                checked_expiry,
-                rotated_from=key_id,
-            )
-            self._event(conn, old.owner_id, key_id, "rotated", actor, remote_addr, new.key_id)
-            self._event(conn, old.owner_id, new.key_id, "created", actor, remote_addr, key_id)
-            old = self._record(conn, key_id)
-            plan, _ = self._owner_plan(conn, old.owner_id)
+        try:
+            with self.store.engine.begin() as conn:
+                old, new, key = self._replace(conn, key_id, now, end, checked_expiry)
+                self._event(conn, old.owner_id, key_id, "rotated", actor, remote_addr, new.key_id)
+                self._event(conn, old.owner_id, new.key_id, "created", actor, remote_addr, key_id)
+                old = self._record(conn, key_id)
+                plan, _ = self._owner_plan(conn, old.owner_id)
+        except sa.exc.IntegrityError:
+            # The unique successor: a concurrent rotation committed first.
+            raise ValueError(f"key {key_id} has already been rotated") from None
         # The new key must reach its caller even when the storage cannot be
         # told: the old one's shorter life then applies everywhere within
         # KEYAUTH_ROW_MAX_AGE (logged).
         with contextlib.suppress(StorageUnavailable):
             self._changed(old.owner_id, key_id)
         old_info, new_info = self._info(old, plan), self._info(new, plan)
-        signals.key_rotated.send(
-            signals.sender(), key=old_info, new_key=new_info
+        _send(signals.key_rotated, key=old_info, new_key=new_info)
+        return new_info, key.text
+
+    def _replace(
+        self,
+        conn: sa.Connection,
+        key_id: str,
+        now: dt.datetime,
+        end: dt.datetime,
+        expires_at: dt.datetime | None,
+    ) -> tuple[KeyRecord, KeyRecord, keys.ParsedKey]:
+        """Shorten (or end) the old key's life and insert its successor."""
+        t = self.store.tables.keys
+        old = self._record(conn, key_id)
+        if old.is_revoked:
+            raise ValueError(f"key {key_id} is revoked and cannot be rotated")
+        if old.is_expired(now):
+            raise ValueError(f"key {key_id} has expired and cannot be rotated")
+        successor = conn.execute(sa.select(t.c.key_id).where(t.c.rotated_from == key_id)).first()
+        if successor is not None:
+            raise ValueError(f"key {key_id} has already been rotated (by {successor.key_id})")
+        if expires_at is _UNSET:
+            lifetime = old.expires_at - old.created_at if old.expires_at else None
+            expires_at = now + lifetime if lifetime else None
+        if end == now:
+            change: dict[str, Any] = {"revoked_at": now}
+        else:
+            change = {"expires_at": min(old.expires_at, end) if old.expires_at else end}
+        conn.execute(
+            sa.update(t).where(t.c.key_id == key_id, t.c.revoked_at.is_(None)).values(**change)
         )
-        return new_info, text
+        new, key = self._insert_key(
+            conn, old.owner_id, old.name, old.scopes, old.environment, expires_at, key_id
+        )
+        return old, new, key
 
     def set_plan(
         self,

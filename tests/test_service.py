@@ -325,7 +325,8 @@ def test_rotate_keeps_an_earlier_expiry(app: Flask, keyauth: KeyAuth, clock: Clo
         old, _ = keyauth.create_key("acme", "k", expires_at=soon)
         new, _ = keyauth.rotate_key(old.id, dt.timedelta(days=7))
         assert keyauth.get_key(old.id).expires_at == soon
-        assert new.expires_at is None
+        # The new key keeps the old one's lifetime (an hour), from now.
+        assert new.expires_at == clock.now + dt.timedelta(hours=1)
 
 
 def test_rotate_with_zero_grace_revokes_at_once(

@@ -22,10 +22,12 @@ from flask.wrappers import Response
 from werkzeug.exceptions import InternalServerError, RequestEntityTooLarge
 
 from .. import keys
-from ..decorators import extract_key, get_state, load_key
+from ..decorators import extract_key, get_state, load_key, render_error
 from ..errors import (
     InsufficientScope,
     InvalidApiKey,
+    KeyAuthError,
+    KeyLimitReachedError,
     KeyNotFound,
     KeyNotFoundError,
     MissingApiKey,
@@ -33,7 +35,7 @@ from ..errors import (
     ValidationError,
 )
 from ..models import NAME_MAX, UTC, ApiKeyInfo
-from ..service import USAGE_DAYS_MAX, is_plain_text
+from ..service import USAGE_DAYS_MAX, KeyLimitReached, is_plain_text
 from ..store import is_unavailable, unavailable
 from . import blueprint
 from .common import SAFE_METHODS, check_csrf, key_actor, session_actor, session_owner
@@ -99,6 +101,26 @@ class Caller:
 
     owner_id: str
     actor: str
+    #: The admin key managing, or ``None`` for a browser session.
+    key: ApiKeyInfo | None = None
+
+    def may_hand_out(self, scopes: frozenset[str], environment: str) -> None:
+        """An admin key hands out no more than it holds: scopes it holds
+        itself (expanded), in its own environment (403 otherwise)."""
+        if self.key is None:
+            return
+        if environment != self.key.environment:
+            raise InsufficientScope(
+                f"A {self.key.environment} key cannot manage {environment} keys.",
+                details={"required_scopes": sorted(scopes)},
+            )
+        missing = scopes - self.key.scopes
+        if missing:
+            raise InsufficientScope(
+                "An admin key cannot hand out scopes it does not hold: "
+                + ", ".join(sorted(missing)),
+                details={"required_scopes": sorted(scopes)},
+            )
 
 
 def _presents_key() -> bool:
@@ -127,7 +149,7 @@ def manager() -> Caller:
             )
         if request.method not in SAFE_METHODS:
             _read_body()
-        return Caller(auth.key.owner_id, key_actor(auth.key.id))
+        return Caller(auth.key.owner_id, key_actor(auth.key.id), auth.key)
     owner = session_owner()
     if owner is None:
         forms = " or ".join(
@@ -355,6 +377,8 @@ def _service_call(field: str, call: Callable[[], T]) -> T:
     change, such as a revoked key) becomes a 400 on ``field``."""
     try:
         return call()
+    except KeyLimitReached as error:
+        raise KeyLimitReachedError(str(error)) from None
     except ValueError as error:
         raise _invalid({field: str(error)}) from None
 
@@ -392,9 +416,11 @@ def create_key() -> ResponseReturnValue:
     scopes = _scopes(body["scopes"]) if "scopes" in body else ["read"]
     environment = _environment(body["environment"]) if "environment" in body else "live"
     expires_at = _expiry(body)
+    state = get_state()
+    caller.may_hand_out(state.settings.expand(tuple(scopes)), environment)
     info, secret = _service_call(
         "body",
-        lambda: get_state().service.create_key(
+        lambda: state.service.create_key(
             caller.owner_id,
             name,
             scopes,
@@ -453,16 +479,14 @@ def rotate_key(key_id: str) -> ResponseReturnValue:
     body = json_body(ROTATE_FIELDS)
     grace = _grace(body)
     expires_at = _expiry(body)
-    _owned_key(caller, key_id)
+    old = _owned_key(caller, key_id)
+    caller.may_hand_out(old.scopes, old.environment)
     service = get_state().service
+    expiry = {} if expires_at is _MISSING else {"expires_at": expires_at}
     new, secret = _service_call(
         "key_id",
         lambda: service.rotate_key(
-            key_id,
-            grace,
-            expires_at=None if expires_at is _MISSING else expires_at,
-            actor=caller.actor,
-            remote_addr=request.remote_addr,
+            key_id, grace, actor=caller.actor, remote_addr=request.remote_addr, **expiry
         ),
     )
     previous = service.get_key(key_id)
@@ -538,6 +562,15 @@ def is_api_request() -> bool:
     """Whether the current request was routed to the JSON API."""
     endpoint = request.endpoint or ""
     return endpoint.rpartition(".")[2] in API_ENDPOINTS and bool(request.blueprint)
+
+
+@blueprint.errorhandler(KeyAuthError)
+def api_error(error: KeyAuthError) -> ResponseReturnValue:
+    """The JSON API's refusals, shaped by ``@keyauth.error_handler`` when the
+    host registered one (the pages render their own error pages)."""
+    if not is_api_request():
+        return error
+    return render_error(error)
 
 
 @blueprint.errorhandler(InternalServerError)
