@@ -18,7 +18,7 @@ fast (hand the line to a queue when it talks to the network).
 from __future__ import annotations
 
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -31,23 +31,42 @@ Notify = Callable[[str], None]
 
 class Burst:
     """Counts events per subject in a sliding window and says when a count
-    first reaches the threshold (once per burst, not once per event)."""
+    first reaches the threshold (once per burst, not once per event).
+
+    Memory stays bounded: a subject keeps at most ``threshold`` times, and at
+    most ``max_subjects`` subjects are tracked (the one seen longest ago goes
+    first), so a flood of addresses cannot grow it without end.
+    """
 
     def __init__(
-        self, threshold: int, seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        threshold: int,
+        seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_subjects: int = 10_000,
     ) -> None:
         self.threshold = threshold
         self.seconds = seconds
         self.clock = clock
-        self._seen: defaultdict[str, deque[float]] = defaultdict(deque)
+        self.max_subjects = max_subjects
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
 
     def hit(self, subject: str) -> bool:
         now = self.clock()
-        seen = self._seen[subject]
+        seen = self._seen.pop(subject, None)
+        if seen is None:
+            seen = deque(maxlen=self.threshold)
         while seen and seen[0] <= now - self.seconds:
             seen.popleft()
+        reached_before = len(seen) == self.threshold
         seen.append(now)
-        return len(seen) == self.threshold
+        self._seen[subject] = seen  # now the most recent subject
+        while len(self._seen) > self.max_subjects:
+            self._seen.popitem(last=False)
+        return len(seen) == self.threshold and not reached_before
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 def install(

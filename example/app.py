@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -102,10 +103,36 @@ def safe_next(target: str | None) -> str | None:
     return target if not parts.scheme and not parts.netloc else None
 
 
+def demo_secret(instance_path: str) -> str:
+    """The demo's session secret: ``DEMO_SECRET_KEY``, else one made once and
+    kept in the instance folder, so that every worker (``gunicorn -w 4``)
+    and every restart signs sessions with the same one."""
+    given = os.environ.get("DEMO_SECRET_KEY")
+    if given:
+        return given
+    os.makedirs(instance_path, exist_ok=True)
+    path = os.path.join(instance_path, "demo-secret-key")
+    try:
+        # O_EXCL: of several workers starting together, one writes it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+    for _ in range(50):
+        with open(path) as kept:
+            secret = kept.read().strip()
+        if secret:
+            return secret
+        time.sleep(0.01)  # another worker is writing it
+    raise RuntimeError(f"{path} is empty: delete it and start again")
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(
-        SECRET_KEY=os.environ.get("DEMO_SECRET_KEY") or secrets.token_hex(32),
+        SECRET_KEY=demo_secret(app.instance_path),
         SQLALCHEMY_DATABASE_URI=os.environ.get("DATABASE_URL")
         or "sqlite:///" + os.path.join(app.instance_path, "demo.db"),
         RATELIMIT_STORAGE_URI=os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),

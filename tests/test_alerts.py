@@ -84,3 +84,17 @@ def test_usage_spikes_compare_today_with_the_days_before(alerting: Any) -> None:
         spikes = usage_spikes(keyauth, "acme")
     assert len(spikes) == 1
     assert spikes[0].startswith(f"key {busy.redacted} of acme: 150 requests today")
+
+
+def test_the_burst_counter_stays_bounded_under_a_flood_of_addresses() -> None:
+    from example.alerts import Burst
+
+    now = [0.0]
+    burst = Burst(threshold=3, seconds=60, clock=lambda: now[0], max_subjects=1000)
+    for n in range(50_000):
+        burst.hit(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}")
+    assert len(burst) == 1000
+    # A subject keeps at most `threshold` times, and still alerts once per burst.
+    assert [burst.hit("192.0.2.1") for _ in range(10)] == [False, False, True] + [False] * 7
+    now[0] += 61
+    assert [burst.hit("192.0.2.1") for _ in range(3)] == [False, False, True]
