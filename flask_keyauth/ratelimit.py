@@ -23,11 +23,12 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from flask import Flask, after_this_request, current_app, request
+from flask import Flask, after_this_request, current_app, g, request
 from flask.wrappers import Response
 from limits import RateLimitItem, parse, parse_many
 from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
+from werkzeug.exceptions import HTTPException
 
 from . import signals
 from ._plan_script import PlanScript, ScriptResult, hash_tag
@@ -154,22 +155,49 @@ def client_address(remote_addr: str | None, ipv6_prefix: int) -> str:
     return str(ipaddress.IPv6Network((address, ipv6_prefix), strict=False))
 
 
-def _extra_limit_breached(limit: Any) -> Response:
-    """Answer a breach of a host's extra ``@keyauth.limiter.limit`` in our shape."""
-    reset = float(limit.window.reset_time)
+def _keyauth_route() -> bool:
+    view = current_app.view_functions.get(request.endpoint or "")
+    return hasattr(view, "keyauth_scopes") or g.get("_keyauth_auth") is not None
+
+
+def _host_429_handler(error: HTTPException) -> Any:
+    """What the host registered for a 429 (by class, most specific first),
+    leaving out our own handler of Flask-Limiter's breaches."""
+    for name in (*request.blueprints, None):
+        handlers = current_app.error_handler_spec.get(name, {}).get(429, {})
+        for cls in type(error).__mro__:
+            handler = handlers.get(cls)
+            if handler is not None and handler is not limiter_breached:
+                return handler
+    return None
+
+
+def limiter_breached(error: HTTPException) -> Any:
+    """A breach of a Flask-Limiter limit (a route's extra
+    ``@keyauth.limiter.limit``): on a ``require_key`` route, our 429 with
+    ``Retry-After``, through ``@keyauth.error_handler``; elsewhere what the
+    host's own handler, or Flask-Limiter, answers."""
+    from .decorators import render_error
+
+    if not _keyauth_route():
+        handler = _host_429_handler(error)
+        return current_app.ensure_sync(handler)(error) if handler is not None else error
+    current = current_app.extensions["keyauth"].limits.limiter.current_limit
+    limit = getattr(error, "limit", None)
+    item = current.limit if current is not None else getattr(limit, "limit", None)
+    reset = float(current.window.reset_time) if current is not None else time.time() + 1
     retry = max(1, math.ceil(reset - time.time()))
-    error = RateLimitExceeded(
-        f"Rate limit exceeded: {limit.limit!r}.",
+    refusal = RateLimitExceeded(
+        f"Rate limit exceeded: {item!r}." if item is not None else None,
         details={
-            "limit": limit.limit.amount,
+            "limit": item.amount if item is not None else None,
             "remaining": 0,
             "reset_at": reset_iso(reset),
             "retry_after": retry,
         },
         headers=[("Retry-After", str(retry))],
     )
-    # Flask-Limiter uses the callback's response only if it is a Flask one.
-    return current_app.response_class(error.get_body(), error.status, error.get_headers())
+    return render_error(refusal)
 
 
 def _owner_or_address() -> str:
@@ -203,10 +231,12 @@ class PlanLimits:
                 storage_uri=uri,
                 # Our own headers describe the binding window of the plan.
                 headers_enabled=False,
-                on_breach=_extra_limit_breached,
             )
         elif limiter not in app.extensions.get("limiter", set()):
             limiter.init_app(app)
+        from flask_limiter import RateLimitExceeded as LimiterBreach
+
+        app.register_error_handler(LimiterBreach, limiter_breached)
         self.limiter = limiter
         self.settings = settings
         # RATELIMIT_KEY_PREFIX keeps its meaning: apps sharing one storage

@@ -552,3 +552,46 @@ def test_flask_limiter_application_and_blueprint_limits_still_apply(tmp_path: An
     for each in (h, other):
         with each.app.app_context():
             each.app.extensions["keyauth"].limits.limiter.reset()
+
+
+def test_a_host_limiters_breach_on_a_protected_route_answers_in_our_shape(tmp_path: Any) -> None:
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+
+    app = Flask(__name__)
+    app.config.update(
+        RATELIMIT_STORAGE_URI="memory://",
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'own.db'}",
+        KEYAUTH_ARGON2_MEMORY_COST=8,
+        KEYAUTH_ARGON2_TIME_COST=1,
+    )
+    limiter = Limiter(get_remote_address, app=app)  # initialised before flask-keyauth
+    keyauth = KeyAuth(app, limiter=limiter)
+
+    @app.get("/exports")
+    @require_key("read")
+    @keyauth.limiter.limit("1/minute")
+    def exports() -> Any:
+        return {"ok": True}
+
+    @app.get("/plain")
+    @limiter.limit("1/minute")
+    def plain() -> Any:
+        return "plain"
+
+    @app.errorhandler(429)
+    def host_429(error: Any) -> Any:
+        return "slow down (host)", 429
+
+    with app.app_context():
+        _, secret = keyauth.create_key("acme", "k")
+    client = app.test_client()
+    assert client.get("/exports", headers=bearer(secret)).status_code == 200
+    refused = client.get("/exports", headers=bearer(secret))
+    assert refused.status_code == 429
+    assert refused.get_json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert refused.get_json()["error"]["details"]["limit"] == 1
+    # The host's own routes keep the host's own answer.
+    client.get("/plain")
+    assert client.get("/plain").get_data(as_text=True) == "slow down (host)"
