@@ -114,8 +114,9 @@ def http_table(args: argparse.Namespace, tmp: str) -> str:
             f"Authorization: Bearer {token}",
         ))
         if not args.skip_services:
-            pg_url = stack.enter_context(apps.postgres_database())
-            prefix = stack.enter_context(apps.redis_prefix())
+            # Dropped and deleted at exit, after the apps' own exit flush.
+            pg_url = apps.postgres_database()
+            prefix = apps.redis_prefix()
             if pg_url and prefix:
                 remote = apps.keyauth_app(pg_url, apps.REDIS_URL, key_prefix=prefix)
                 servers.append(Server(
@@ -130,7 +131,6 @@ def http_table(args: argparse.Namespace, tmp: str) -> str:
                      "BENCH_KEY_PREFIX": prefix + "h4", "BENCH_TOKEN": token},
                     f"Authorization: Bearer {token}",
                 ))
-        stack.callback(apps.close_all)
         for server in servers:
             stack.callback(server.stop)
             server.start()
