@@ -174,7 +174,7 @@ class ThrowawayPostgres:
 
     def execute(self, *statements: str, database: str = "postgres") -> list[Any]:
         """Run statements in autocommit on a connection of their own; the
-        first row of each."""
+        first row of each (``None`` for those returning none)."""
         import sqlalchemy as sa
 
         engine = sa.create_engine(
@@ -182,7 +182,8 @@ class ThrowawayPostgres:
         )
         try:
             with engine.connect() as conn:
-                return [conn.execute(sa.text(sql)).first() for sql in statements]
+                results = [conn.execute(sa.text(sql)) for sql in statements]
+                return [r.first() if r.returns_rows else None for r in results]
         finally:
             engine.dispose()
 
