@@ -341,3 +341,20 @@ def redis_cluster() -> Iterator[ThrowawayRedisCluster]:
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def until_every_worker_answers(base: str, workers: int, seconds: float = 30) -> None:
+    """Wait until ``workers`` gunicorn workers (told apart by the test app's
+    ``X-Worker-Pid``) have answered: gunicorn serves once the first is up."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..security.servers import get
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + seconds
+    with ThreadPoolExecutor(2 * workers) as pool:
+        while len(seen) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(seen)} of {workers} workers answered")
+            replies = pool.map(lambda _: get(base + "/read", {}, timeout=10), range(4 * workers))
+            seen |= {r.headers.get("x-worker-pid", "") for r in replies} - {""}
