@@ -2,7 +2,14 @@
 
 Configured from the environment: ``TESTAPP_*`` variables become config keys
 (values JSON-decoded, as Flask's ``from_prefixed_env`` does), so a test sets
-``TESTAPP_KEYAUTH_FAILED_AUTH_LIMIT`` and the like.
+``TESTAPP_KEYAUTH_FAILED_AUTH_LIMIT`` and the like. Two keys are the test
+app's own:
+
+- ``TEST_HOST_DB`` (default true): flask-keyauth on the app's Flask-SQLAlchemy
+  ``db``; false, on the engine flask-keyauth builds itself;
+- ``TEST_TOUCH_DATABASE`` (default false): ``create_app`` itself uses the
+  database (creates the tables, lists and creates a key), as an app
+  served with ``gunicorn --preload`` does in the master before forking.
 """
 
 from __future__ import annotations
@@ -28,8 +35,19 @@ def create_app() -> Flask:
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
     )
     app.config.from_prefixed_env("TESTAPP")
-    db.init_app(app)
-    KeyAuth(app, db=db)
+    host_db = app.config.get("TEST_HOST_DB", True)
+    if host_db:
+        db.init_app(app)
+        keyauth = KeyAuth(app, db=db)
+    else:
+        keyauth = KeyAuth(app)
+    if app.config.get("TEST_TOUCH_DATABASE"):
+        with app.app_context():
+            if host_db:
+                db.create_all()
+            # Connections left in the pool before any fork.
+            keyauth.list_keys("preload")
+            keyauth.create_key("preload", f"made by {os.getpid()}")
 
     @app.get("/read")
     @require_key("read")
