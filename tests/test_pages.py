@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from flask import Flask, session
 from flask.testing import FlaskClient
 from jinja2 import ChoiceLoader, DictLoader
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import TestResponse
 
 from flask_keyauth import KeyAuth, blueprint
@@ -198,6 +199,90 @@ def test_malformed_key_ids_are_not_found(site: Site, key_id: str) -> None:
         response = site.client.get(PREFIX + path.format(id=key_id))
         assert response.status_code == 404
         assert "There is no such API key in your account." in response.get_data(as_text=True)
+
+
+def test_page_401s_are_never_cached(make_site: MakeSite) -> None:
+    made = make_site()
+    info, _ = made.create()
+    for path in PAGES:
+        for method in ("GET", "HEAD", "POST"):
+            if method == "POST" and path in ("/", "/{id}"):
+                continue
+            response = made.client.open(PREFIX + path.format(id=info.id), method=method)
+            assert response.status_code == 401, (method, path)
+            assert response.headers["Cache-Control"] == "no-store", (method, path)
+
+
+HTTPS = "https://localhost"
+
+
+def test_pages_over_plain_http_go_to_https_when_it_is_required(make_site: MakeSite) -> None:
+    made = make_site(KEYAUTH_REQUIRE_HTTPS=True)
+    info, _ = made.create(name="Kept")
+    made.sign_in()
+    for path in [*PAGES, "/{id}?done=revoked"]:
+        url = PREFIX + path.format(id=info.id)
+        for method in ("GET", "HEAD"):
+            response = made.client.open(url, method=method)
+            assert response.status_code == 301, (method, path)
+            # The same URL, query included, with https.
+            assert response.location == f"{HTTPS}{url}"
+        assert made.client.get(url, base_url=HTTPS).status_code == 200, path
+    # Before anything else: an anonymous visitor is sent to https too, not
+    # shown a sign-in page over plain HTTP.
+    anonymous = made.app.test_client()
+    response = anonymous.get(f"{PREFIX}/new")
+    assert (response.status_code, response.location) == (301, f"{HTTPS}{PREFIX}/new")
+
+
+def test_changes_over_plain_http_are_refused_when_https_is_required(make_site: MakeSite) -> None:
+    made = make_site(KEYAUTH_REQUIRE_HTTPS=True)
+    info, secret = made.create(name="Kept")
+    made.sign_in()
+    fields = hidden_fields(made.client.get(f"{PREFIX}/new", base_url=HTTPS).get_data(as_text=True))
+    create = {**fields, "name": "x", "scopes": "read", "environment": "live", "expires": "never"}
+    for path, data in [
+        ("/new", create),
+        (f"/{info.id}/revoke", fields),
+        (f"/{info.id}/rotate", {**fields, "grace": "0"}),
+    ]:
+        response = made.client.post(PREFIX + path, data=data)
+        assert response.status_code == 403, path
+        assert response.mimetype == "text/html"
+        body = response.get_data(as_text=True)
+        assert "HTTPS_REQUIRED" in body and KEY_PATTERN.search(body) is None
+        assert "Location" not in response.headers
+    assert [(k.id, k.status) for k in made.key_list()] == [(info.id, "active")]
+    assert made.get_key(info.id).expires_at is None
+    assert made.client.get("/read", headers=bearer(secret), base_url=HTTPS).status_code == 200
+    # The same form over https creates the key, once.
+    created = made.client.post(f"{PREFIX}/new", data=create, base_url=HTTPS)
+    assert created.status_code == 201
+    secret_in(created)
+
+
+def test_https_behind_a_proxy_is_read_through_proxy_fix(make_site: MakeSite) -> None:
+    made = make_site(KEYAUTH_REQUIRE_HTTPS=True)
+    made.app.wsgi_app = ProxyFix(made.app.wsgi_app, x_proto=1)  # type: ignore[method-assign]
+    made.sign_in()
+    forwarded = {"X-Forwarded-Proto": "https"}
+    assert made.client.get(f"{PREFIX}/", headers=forwarded).status_code == 200
+    html = made.client.get(f"{PREFIX}/new", headers=forwarded).get_data(as_text=True)
+    data = {
+        **hidden_fields(html),
+        "name": "Behind a proxy",
+        "scopes": "read",
+        "environment": "live",
+        "expires": "never",
+    }
+    assert made.client.post(f"{PREFIX}/new", data=data, headers=forwarded).status_code == 201
+    # Without the header, the proxy says the request came over plain HTTP.
+    assert made.client.get(f"{PREFIX}/").status_code == 301
+
+
+def test_pages_are_served_over_plain_http_unless_https_is_required(site: Site) -> None:
+    assert site.client.get(f"{PREFIX}/").status_code == 200
+    assert create_form(site).status_code == 201
 
 
 # -- the pages ------------------------------------------------------------------

@@ -6,6 +6,11 @@ is rendered once, in the response to the POST that created it, with
 message, the session or a log. Each create or rotate form carries a
 one-time form id kept in the session, so a browser that resubmits the POST
 (reload, back button) gets a page saying so instead of a second key.
+
+With ``KEYAUTH_REQUIRE_HTTPS`` a page asked for over plain HTTP redirects a
+GET (or HEAD) to the same URL with ``https`` and refuses anything else with
+403 ``HTTPS_REQUIRED``, before the owner loader or the CSRF check runs;
+``request.is_secure`` decides, so hosts behind a proxy apply ``ProxyFix``.
 """
 
 from __future__ import annotations
@@ -272,13 +277,36 @@ def anonymous() -> ResponseReturnValue:
 
 
 def error_page(error: PageError) -> Response:
-    return render(
+    response = render(
         "keyauth/error.html",
         error.status,
         error_status=error.status,
         error_code=error.code,
         error_title=error.title,
         error_message=error.message,
+    )
+    if error.status == 401:
+        # As every 401 of the JSON API: what a signed-out browser was shown
+        # must not be served from a cache once somebody signs in.
+        no_store(response)
+    return response
+
+
+def insecure() -> ResponseReturnValue | None:
+    """With ``KEYAUTH_REQUIRE_HTTPS``, the answer to a plain-HTTP request:
+    a GET or HEAD goes to the same URL over https, anything else is 403."""
+    if not get_state().settings.require_https or request.is_secure:
+        return None
+    if request.method in ("GET", "HEAD"):
+        _, _, rest = request.url.partition("://")
+        return redirect(f"https://{rest}", 301)
+    return error_page(
+        PageError(
+            403,
+            "HTTPS_REQUIRED",
+            "HTTPS required",
+            "These pages are served over HTTPS only. Open them with an https:// address.",
+        )
     )
 
 
@@ -291,6 +319,9 @@ def page(view: PageView) -> Callable[..., ResponseReturnValue]:
 
     @functools.wraps(view)
     def wrapper(**kwargs: Any) -> ResponseReturnValue:
+        refused = insecure()
+        if refused is not None:
+            return refused
         owner = session_owner()
         if owner is None:
             return anonymous()
