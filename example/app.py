@@ -95,6 +95,10 @@ HOME = """{% extends "demo/base.html" %}
 """
 
 
+#: Units of the plan one report spends.
+REPORT_COST = 5
+
+
 def safe_next(target: str | None) -> str | None:
     """A path on this site to return to after sign-in, never another site."""
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
@@ -201,5 +205,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # Live and test keys see different data, as a real API would route them.
         ENTITIES.setdefault(f"{current_key.owner_id}:{current_key.environment}", []).append(entity)
         return {"entity": entity}, 201
+
+    @app.get("/v1/reports")
+    @require_key("read", cost=REPORT_COST)
+    def report() -> dict[str, Any]:
+        # A metered route: a report spends REPORT_COST units of every window.
+        entities = ENTITIES.get(f"{current_key.owner_id}:{current_key.environment}", [])
+        return {"org": current_key.owner_id, "entities": len(entities), "cost": REPORT_COST}
 
     return app

@@ -21,13 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from limits import RateLimitItem
+from .plans import Bucket, Item
 
-#: KEYS: key stamp, owner stamp, then each window's counter.
+#: KEYS: key stamp, owner stamp, then each window's key.
 #: ARGV: expected key stamp, expected owner stamp ("" counts without
 #: comparing), a token for a missing stamp, the cost (0 only reads), then
-#: each window's period and limit.
-#: Returns {fresh, key stamp, owner stamp, count, ms to reset, ...}.
+#: for each window its kind and two numbers: "w", period and limit (a fixed
+#: window), or "b", seconds per unit and burst (a token bucket, GCRA).
+#: Returns {fresh, key stamp, owner stamp, then per window: units in use,
+#: ms until it resets (a bucket: until it is full), ms until this cost fits}.
 #: Like the fixed-window strategy, a window starts at its first hit and
 #: counting stops at the first window over its limit; the windows past it
 #: are read, not counted, so that a refusal knows every spent window.
@@ -48,22 +50,56 @@ if ARGV[1] ~= '' and (stamps[1] ~= ARGV[1] or stamps[2] ~= ARGV[2]) then
 end
 local cost = tonumber(ARGV[4])
 local counting = cost > 0
+local now = nil
 for i = 3, #KEYS do
-    local period, limit = ARGV[2 * i - 1], tonumber(ARGV[2 * i])
-    local current
-    if counting then
-        current = redis.call('incrby', KEYS[i], cost)
-        if current == cost then
-            redis.call('expire', KEYS[i], period)
+    local j = 5 + 3 * (i - 3)
+    local a, b = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+    if ARGV[j] == 'w' then
+        local current
+        if counting then
+            current = redis.call('incrby', KEYS[i], cost)
+            if current == cost then
+                redis.call('expire', KEYS[i], a)
+            end
+            if current > b then
+                counting = false
+            end
+        else
+            current = tonumber(redis.call('get', KEYS[i]) or '0')
         end
-        if current > limit then
+        local ttl = redis.call('pttl', KEYS[i])
+        out[#out + 1] = current
+        out[#out + 1] = ttl
+        out[#out + 1] = ttl
+    else
+        if not now then
+            local t = redis.call('time')
+            now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+        end
+        local tat = tonumber(redis.call('get', KEYS[i]) or '0')
+        if tat < now then
+            tat = now
+        end
+        local new_tat = tat + cost * a
+        local fits = new_tat - now <= b * a + 0.000001
+        local shown, used = tat, math.ceil((tat - now) / a - 0.000001)
+        if counting and fits then
+            shown = new_tat
+            used = math.ceil((new_tat - now) / a - 0.000001)
+            redis.call('set', KEYS[i], string.format('%.6f', new_tat),
+                'PX', math.ceil((new_tat - now) * 1000) + 1000)
+        elseif counting then
+            used = b + cost
             counting = false
         end
-    else
-        current = tonumber(redis.call('get', KEYS[i]) or '0')
+        local retry = new_tat - now - b * a
+        if retry < 0 then
+            retry = 0
+        end
+        out[#out + 1] = used
+        out[#out + 1] = math.ceil((shown - now) * 1000)
+        out[#out + 1] = math.ceil(retry * 1000)
     end
-    out[#out + 1] = current
-    out[#out + 1] = redis.call('pttl', KEYS[i])
 end
 return out
 """
@@ -80,8 +116,9 @@ class ScriptResult:
     fresh: bool
     key_stamp: str
     owner_stamp: str
-    #: (count, milliseconds to reset or negative) for each window read.
-    counts: list[tuple[int, int]]
+    #: (units in use, ms to reset, ms until the cost fits; negative: no
+    #: such key) for each window read.
+    counts: list[tuple[int, int, int]]
 
 
 def _text(value: Any) -> str:
@@ -107,28 +144,34 @@ class PlanScript:
     def stamp_keys(self, owner_id: str, key_id: str) -> list[str]:
         return [self._key(owner_id, "stamp", key_id), self._key(owner_id, "stamp")]
 
-    def window_key(self, owner_id: str, item: RateLimitItem) -> str:
+    def window_key(self, owner_id: str, item: Item, scope: tuple[str, ...] = ()) -> str:
+        """The key of a window: the owner's plan, or ``scope`` (one key's)."""
+        if isinstance(item, Bucket):
+            return self._key(owner_id, *scope, "burst", str(item.rate), str(item.period),
+                             str(item.burst))
         return self._key(
-            owner_id, str(item.amount), str(item.multiples), item.GRANULARITY.name
+            owner_id, *scope, str(item.amount), str(item.multiples), item.GRANULARITY.name
         )
 
     def run(
         self,
         owner_id: str,
         key_id: str,
-        items: Sequence[RateLimitItem],
+        windows: Sequence[tuple[Item, str]],
         expected: tuple[str, str] | None,
         cost: int,
     ) -> ScriptResult:
         """Check the stamps (``expected=None``: do not) and, if they hold,
-        spend ``cost`` in every window (0 only reads them)."""
-        keys = self.stamp_keys(owner_id, key_id)
-        keys += [self.window_key(owner_id, item) for item in items]
+        spend ``cost`` in every ``(item, key)`` window (0 only reads them)."""
+        keys = self.stamp_keys(owner_id, key_id) + [key for _, key in windows]
         args: list[Any] = [*(expected or ("", "")), secrets.token_hex(8), cost]
-        for item in items:
-            args += [item.get_expiry(), item.amount]
+        for item, _ in windows:
+            if isinstance(item, Bucket):
+                args += ["b", repr(item.interval), item.burst]
+            else:
+                args += ["w", item.get_expiry(), item.amount]
         out = self._script(keys=keys, args=args)
-        counts = [(int(out[i]), int(out[i + 1])) for i in range(3, len(out), 2)]
+        counts = [(int(out[i]), int(out[i + 1]), int(out[i + 2])) for i in range(3, len(out), 3)]
         return ScriptResult(bool(int(out[0])), _text(out[1]), _text(out[2]), counts)
 
     def bump(self, owner_id: str, key_ids: Sequence[str] = ()) -> None:

@@ -181,7 +181,7 @@ class Authenticator:
                     secret_hash = current.secret_hash
         now = self.service.clock()
         record = KeyRecord.from_row(row)
-        plan, limits = self.service.resolve_plan(row.plan, row.limits)
+        plan, limits = self.service.resolve_plan(row.owner_plan, row.owner_limits)
         info = record.info(plan, self.settings.expand(record.scopes), now)
         entry = CachedKey(
             info, limits, secret_hash, self.cache.digest(secret_hash, text), stamps, read_at

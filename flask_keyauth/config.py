@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import keys
+from .plans import parse_limits, split_limits
 
 #: The first part of every key: ``sk`` gives ``sk_live_…`` and ``sk_test_…``.
 KEY_PREFIX = "sk"
@@ -20,7 +21,8 @@ SCOPES: dict[str, list[str]] = {"read": [], "write": ["read"], "admin": ["write"
 #: Environments whose keys this deployment accepts; drop ``"live"`` on
 #: developer machines.
 ENVIRONMENTS_ACCEPTED = {"live", "test"}
-#: Plan name -> limits in Flask-Limiter's notation (``;``-separated). ``None``
+#: Plan name -> limits in Flask-Limiter's notation (``;``-separated), where
+#: an item may also be a token bucket, ``"200/second burst 500"``. ``None``
 #: means the limits are set per owner with ``set_plan(..., limits=...)``.
 PLANS: dict[str, str | None] = {
     "free": "100/hour;10000/day",
@@ -135,11 +137,6 @@ def _closure(implies: Mapping[str, list[str]]) -> dict[str, frozenset[str]]:
     return expanded
 
 
-def split_limits(text: str) -> tuple[str, ...]:
-    """``"100/hour;10000/day"`` -> ``("100/hour", "10000/day")``."""
-    return tuple(part.strip() for part in text.split(";") if part.strip())
-
-
 def _fail(name: str, message: str) -> ConfigError:
     return ConfigError(f"KEYAUTH_{name} {message}")
 
@@ -198,10 +195,8 @@ def _environments(config: Mapping[str, Any]) -> frozenset[str]:
 
 
 def _parses(text: Any) -> bool:
-    from limits import parse_many
-
     try:
-        parse_many(text)
+        parse_limits(text)
     except (ValueError, TypeError):
         return False
     return True
@@ -227,9 +222,17 @@ def _default_plan(config: Mapping[str, Any], plans: Mapping[str, Any]) -> str:
 
 
 def _failed_auth_limit(config: Mapping[str, Any]) -> str:
+    from limits import parse
+
     failed = config["KEYAUTH_FAILED_AUTH_LIMIT"]
-    if not _parses(failed):
-        raise _fail("FAILED_AUTH_LIMIT", f"{failed!r} cannot be parsed as a limit")
+    try:
+        parse(failed)
+    except (ValueError, TypeError):
+        failed = None
+    if failed is None:
+        raise _fail(
+            "FAILED_AUTH_LIMIT", f"{config['KEYAUTH_FAILED_AUTH_LIMIT']!r} is not one limit"
+        )
     return str(failed)
 
 

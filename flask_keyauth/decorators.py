@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from flask import current_app, g, make_response, request
 from flask.typing import ResponseReturnValue
@@ -74,6 +74,12 @@ def load_key(cost: int | None = None, *, refusing: bool = True) -> Authenticated
     return auth
 
 
+def _check_cost(cost: Any) -> int:
+    if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+        raise TypeError(f"a request's cost is a whole number of at least 1, not {cost!r}")
+    return cost
+
+
 def _send_auth_failed(error: KeyAuthError) -> None:
     if not g.get("_keyauth_failure_sent"):
         g._keyauth_failure_sent = True  # noqa: SLF001 - our namespaced name on g
@@ -117,21 +123,33 @@ def render_error(error: KeyAuthError, state: KeyAuthState | None = None) -> Resp
     return response
 
 
-def require_key(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+Cost = int | Callable[[], int]
+
+
+def require_key(*scopes: str, cost: Cost = 1) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Allow only requests with a valid key holding every one of ``scopes``.
 
     With no scope, any valid key passes. The order is: authenticate (401),
-    count the request against the owner's plan (429), check scopes (403).
-    Works on plain and async views and on ``MethodView`` classes' methods.
+    count the request against the owner's plan and the key's own limits
+    (429), check scopes (403). ``cost`` is how many units of every window
+    the request spends: a whole number, or a function of the current
+    request returning one. Works on plain and async views and on
+    ``MethodView`` classes' methods.
 
     >>> @app.get("/v1/entities")
     ... @require_key("read")
     ... def entities():
     ...     return {"org": current_key.owner_id}
+
+    >>> @app.post("/v1/completions")
+    ... @require_key("write", cost=lambda: 1 + len(request.get_data()) // 4096)
+    ... def completions(): ...
     """
     for scope in scopes:
         if not isinstance(scope, str) or not scope:
             raise TypeError(f"require_key takes scope names, not {scope!r}")
+    if not callable(cost):
+        _check_cost(cost)
     required = frozenset(scopes)
 
     def decorator(view: Callable[P, R]) -> Callable[P, R]:
@@ -145,7 +163,7 @@ def require_key(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
                     "KEYAUTH_SCOPES"
                 )
             try:
-                auth = load_key(1)
+                auth = load_key(_check_cost(cost()) if callable(cost) else cost)
                 if not required <= auth.key.scopes:
                     raise InsufficientScope(details={"required_scopes": sorted(required)})
             except KeyAuthError as error:

@@ -120,6 +120,8 @@ def define_tables(metadata: sa.MetaData) -> Tables:
         sa.Column("expires_at", UTCDateTime(), nullable=True),
         sa.Column("revoked_at", UTCDateTime(), nullable=True),
         sa.Column("last_used_at", UTCDateTime(), nullable=True),
+        # The key's own limits (same notation as a plan), beside its owner's.
+        sa.Column("limits", sa.String(512), nullable=True),
         # The key this one replaced; unique: a key has one successor at most.
         sa.Column("rotated_from", sa.String(keys.ID_LENGTH), nullable=True, unique=True),
     )
@@ -185,6 +187,8 @@ class ApiKeyInfo:
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
     last_used_at: dt.datetime | None
+    #: The key's own limits (beside its owner's plan), or ``None``.
+    limits: str | None = None
 
     def has_scopes(self, *scopes: str) -> bool:
         return all(scope in self.scopes for scope in scopes)
@@ -202,6 +206,7 @@ class ApiKeyInfo:
             "expires_at": isoformat(self.expires_at),
             "revoked_at": isoformat(self.revoked_at),
             "last_used_at": isoformat(self.last_used_at),
+            "limits": self.limits,
         }
 
 
@@ -255,6 +260,7 @@ class KeyRecord:
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
     last_used_at: dt.datetime | None
+    limits: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> KeyRecord:
@@ -271,6 +277,7 @@ class KeyRecord:
             expires_at=row.expires_at,
             revoked_at=row.revoked_at,
             last_used_at=row.last_used_at,
+            limits=getattr(row, "limits", None),
         )
 
     @property
@@ -315,4 +322,5 @@ class KeyRecord:
             last_used_at=max(
                 (t for t in (self.last_used_at, last_used_at) if t is not None), default=None
             ),
+            limits=self.limits,
         )

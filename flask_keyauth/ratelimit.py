@@ -25,16 +25,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flask import Flask, after_this_request, current_app, g, request
 from flask.wrappers import Response
-from limits import RateLimitItem, parse, parse_many
-from limits.storage import RedisStorage
+from limits import parse
+from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import HTTPException
 
 from . import signals
 from ._plan_script import PlanScript, ScriptResult, hash_tag
-from .config import Settings
+from .config import ConfigError, Settings
 from .errors import RateLimitExceeded, StorageUnavailable, TooManyFailedAttempts
 from .models import UTC, ApiKeyInfo, isoformat
+from .plans import Bucket, Item, LocalBuckets, parse_limits
 
 if TYPE_CHECKING:
     from flask_limiter import Limiter
@@ -46,17 +47,24 @@ STORAGE_RETRY_AFTER = 5
 #: Socket timeouts given to a Redis storage unless the host sets its own, so
 #: a dead or paused Redis answers 503 quickly instead of hanging a worker.
 REDIS_TIMEOUTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+#: Parsed limit texts kept (each per-key text is one).
+ITEMS_KEPT = 10_000
+#: Where a window is counted: () for the owner's plan, ("key", id) for a key's.
+Scope = tuple[str, ...]
 
 
 class Window(NamedTuple):
     """One limit's state after this request."""
 
-    item: RateLimitItem
+    item: Item
     remaining: int
-    reset: float  # seconds since the epoch
+    reset: float  # seconds since the epoch (a bucket: when it is full again)
+    retry: float  # when this request's cost would fit again
 
     @property
     def name(self) -> str:
+        if isinstance(self.item, Bucket):
+            return "burst"
         granularity = self.item.GRANULARITY.name
         return granularity if self.item.multiples == 1 else f"{self.item.multiples}{granularity}"
 
@@ -81,10 +89,10 @@ def binding(windows: Sequence[Window]) -> Window:
 
 
 def refusing(windows: Sequence[Window]) -> Window:
-    """On a refusal, the spent window that resets last: waiting until then
-    is what lets the next request through."""
+    """On a refusal, the spent window that lets a request through last:
+    waiting until then is what lets the next one through."""
     spent = [w for w in windows if w.remaining == 0] or list(windows)
-    return max(spent, key=lambda w: w.reset)
+    return max(spent, key=lambda w: w.retry)
 
 
 def _unique_names(windows: Sequence[Window]) -> list[str]:
@@ -131,13 +139,14 @@ Charge = tuple[list["Window"], bool]
 NO_CHARGE: Charge = ([], False)
 
 
-def settle(items: Sequence[RateLimitItem], counts: Sequence[tuple[int, float]]) -> Charge:
-    """Windows from each limit's (count, reset); whether one is over."""
+def settle(items: Sequence[Item], counts: Sequence[tuple[int, float, float]]) -> Charge:
+    """Windows from each limit's (units in use, reset, retry); whether one
+    is over its limit."""
     windows = [
-        Window(item, max(0, item.amount - count), reset)
-        for item, (count, reset) in zip(items, counts, strict=True)
+        Window(item, max(0, item.amount - used), reset, retry)
+        for item, (used, reset, retry) in zip(items, counts, strict=True)
     ]
-    over = any(count > item.amount for item, (count, _) in zip(items, counts, strict=True))
+    over = any(used > item.amount for item, (used, _, _) in zip(items, counts, strict=True))
     return windows, over
 
 
@@ -209,6 +218,12 @@ def _owner_or_address() -> str:
     return request.remote_addr or "unknown"
 
 
+def _keyed(
+    script: PlanScript, key: ApiKeyInfo, windows: list[tuple[Item, Scope]]
+) -> list[tuple[Item, str]]:
+    return [(item, script.window_key(key.owner_id, item, scope)) for item, scope in windows]
+
+
 def storage_down() -> StorageUnavailable:
     return StorageUnavailable(headers=[("Retry-After", str(STORAGE_RETRY_AFTER))])
 
@@ -243,11 +258,30 @@ class PlanLimits:
         # keep separate counters.
         self.key_prefix: str = app.config.get("RATELIMIT_KEY_PREFIX", "") or ""
         self.failed_auth_item = parse(settings.failed_auth_limit)
-        self._items: dict[tuple[str, ...], list[RateLimitItem]] = {}
+        self._items: dict[tuple[str, ...], list[Item]] = {}
+        #: Token buckets of storages without a script (``memory://``).
+        self.buckets = LocalBuckets()
         self._script: tuple[Any, PlanScript | None] | None = None
         self._outage_logged = False
+        for plan, texts in settings.plans.items():
+            try:
+                self.check_countable(self.items(texts or ()))
+            except ValueError as error:
+                raise ConfigError(f"KEYAUTH_PLANS plan {plan!r}: {error}") from None
 
     # -- storage -------------------------------------------------------------
+
+    def check_countable(self, items: Sequence[Item]) -> None:
+        """``ValueError`` when these limits need what the storage lacks: a
+        token bucket is exact on ``memory://`` and on Redis, nowhere else."""
+        if not self.enabled or not any(isinstance(item, Bucket) for item in items):
+            return
+        storage = self.limiter.storage
+        if self.script is None and not isinstance(storage, MemoryStorage):
+            raise ValueError(
+                "limits with a burst need a memory:// or Redis limiter storage "
+                "with the fixed-window strategy"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -272,10 +306,12 @@ class PlanLimits:
     def _ids(self, *identifiers: str) -> tuple[str, ...]:
         return (self.key_prefix, *identifiers) if self.key_prefix else identifiers
 
-    def items(self, limits: tuple[str, ...]) -> list[RateLimitItem]:
+    def items(self, limits: tuple[str, ...]) -> list[Item]:
         found = self._items.get(limits)
         if found is None:
-            found = self._items[limits] = [item for text in limits for item in parse_many(text)]
+            if len(self._items) >= ITEMS_KEPT:
+                self._items.clear()
+            found = self._items[limits] = [item for text in limits for item in parse_limits(text)]
         return found
 
     def _failed(self, error: Exception, fail_open: bool) -> None:
@@ -326,6 +362,30 @@ class PlanLimits:
 
     # -- plan limits ---------------------------------------------------------
 
+    def _windows(self, key: ApiKeyInfo, limits: tuple[str, ...]) -> list[tuple[Item, Scope]]:
+        """Every window a request of this key passes: its owner's plan, then
+        the key's own limits (counted for that key alone)."""
+        windows: list[tuple[Item, Scope]] = [(item, ()) for item in self.items(limits)]
+        if key.limits:
+            windows += [(item, ("key", key.id)) for item in self.items((key.limits,))]
+        return windows
+
+    @staticmethod
+    def _affordable(key: ApiKeyInfo, windows: list[tuple[Item, Scope]], cost: int) -> None:
+        """A cost larger than a whole window can never be served: a 429 that
+        says so, before anything is counted."""
+        for item, _ in windows:
+            if cost > item.amount:
+                retry = item.get_expiry()
+                signals.rate_limited.send(signals.sender(), key=key, limit=repr(item))
+                raise RateLimitExceeded(
+                    f"This request costs {cost} units; the limit {item!r} allows "
+                    f"{item.amount} at most.",
+                    details={"limit": item.amount, "remaining": 0, "cost": cost,
+                             "retry_after": retry},
+                    headers=[("Retry-After", str(retry))],
+                )
+
     def check(
         self, key: ApiKeyInfo, limits: tuple[str, ...], stamps: tuple[str, str], cost: int
     ) -> tuple[bool, Charge]:
@@ -335,14 +395,17 @@ class PlanLimits:
         script = self.script
         if script is None:
             return False, NO_CHARGE
-        items = self.items(limits) if self.enabled and cost else []
+        windows = self._windows(key, limits) if cost else []
+        self._affordable(key, windows, cost)
         try:
-            result = script.run(key.owner_id, key.id, items, stamps, cost)
+            result = script.run(key.owner_id, key.id, _keyed(script, key, windows), stamps, cost)
         except Exception as error:  # noqa: BLE001 - any storage failure is an outage
             self._failed(error, self.settings.ratelimit_fail_open)
             return False, NO_CHARGE
         self._reached()
-        return result.fresh, self._script_windows(items, result) if result.fresh else NO_CHARGE
+        if not result.fresh:
+            return False, NO_CHARGE
+        return True, self._script_windows([item for item, _ in windows], result)
 
     def stamps(self, owner_id: str, key_id: str) -> tuple[str, str] | None:
         """The key's current stamps (created where missing), or ``None``."""
@@ -372,46 +435,65 @@ class PlanLimits:
             raise storage_down() from None
 
     @staticmethod
-    def _script_windows(items: list[RateLimitItem], result: ScriptResult) -> Charge:
+    def _script_windows(items: list[Item], result: ScriptResult) -> Charge:
         now = time.time()
+
+        def at(ms: int, item: Item) -> float:
+            if ms >= 0:
+                return now + ms / 1000
+            return now if isinstance(item, Bucket) else now + item.get_expiry()
+
         counts = [
-            (count, now + (ttl / 1000 if ttl >= 0 else item.get_expiry()))
-            for item, (count, ttl) in zip(items, result.counts, strict=True)
+            (used, at(reset, item), at(retry, item))
+            for item, (used, reset, retry) in zip(items, result.counts, strict=True)
         ]
         return settle(items, counts)
 
     def spend(self, key: ApiKeyInfo, limits: tuple[str, ...], cost: int) -> Charge:
         """Spend ``cost`` (0: only read) of every window, without a stamp check."""
-        if not self.enabled or not limits:
+        if not self.enabled:
             return NO_CHARGE
-        items = self.items(limits)
+        windows = self._windows(key, limits)
+        if not windows:
+            return NO_CHARGE
+        self._affordable(key, windows, cost)
         try:
             script = self.script
             if script is not None:
                 charge = self._script_windows(
-                    items, script.run(key.owner_id, key.id, items, None, cost)
+                    [item for item, _ in windows],
+                    script.run(key.owner_id, key.id, _keyed(script, key, windows), None, cost),
                 )
             else:
-                charge = self._strategy_windows(key.owner_id, items, cost)
+                charge = self._strategy_windows(key.owner_id, windows, cost)
         except Exception as error:  # noqa: BLE001 - any storage failure is an outage
             self._failed(error, self.settings.ratelimit_fail_open)
             return NO_CHARGE
         self._reached()
         return charge
 
-    def _strategy_windows(self, owner_id: str, items: list[RateLimitItem], cost: int) -> Charge:
+    def _strategy_windows(
+        self, owner_id: str, windows: list[tuple[Item, Scope]], cost: int
+    ) -> Charge:
         strategy = self.limiter.limiter
-        ids = self._ids("keyauth", hash_tag(owner_id))
         over = False
-        windows = []
-        for item in items:
+        found = []
+        for item, scope in windows:
+            ids = self._ids("keyauth", hash_tag(owner_id), *scope)
             # As Flask-Limiter does: the first breach stops the counting; the
             # windows past it are read, not counted.
-            if cost and not over:
-                over = not strategy.hit(item, *ids, cost=cost)
+            spend = 0 if over else cost
+            if isinstance(item, Bucket):
+                used, full, retry = self.buckets.take(item.key_for(*ids), item, spend)
+                over = over or used > item.amount
+                found.append(Window(item, max(0, item.amount - used), full, retry))
+                continue
+            if spend:
+                over = not strategy.hit(item, *ids, cost=spend)
             stats = strategy.get_window_stats(item, *ids)
-            windows.append(Window(item, max(0, int(stats.remaining)), float(stats.reset_time)))
-        return windows, over
+            reset = float(stats.reset_time)
+            found.append(Window(item, max(0, int(stats.remaining)), reset, reset))
+        return found, over
 
     def enforce(self, key: ApiKeyInfo, charge: Charge) -> None:
         """Add the headers to this request's response; 429 when over."""
@@ -428,7 +510,7 @@ class PlanLimits:
             return response
 
         if over:
-            retry = max(1, math.ceil(first.reset - time.time()))
+            retry = max(1, math.ceil(first.retry - time.time()))
             signals.rate_limited.send(signals.sender(), key=key, limit=repr(first.item))
             raise RateLimitExceeded(
                 details={

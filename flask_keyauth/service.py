@@ -14,10 +14,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from limits import parse_many
 
 from . import keys, signals
-from .config import Settings, split_limits
+from .config import Settings
 from .errors import KeyNotFound, StorageUnavailable
 from .hashing import Hasher
 from .models import (
@@ -29,7 +28,8 @@ from .models import (
     isoformat,
     join_scopes,
 )
-from .store import Store
+from .plans import check_limits, parse_limits, split_limits
+from .store import Store, owner_plan_columns
 from .usage import UsageBuffer
 
 if TYPE_CHECKING:
@@ -44,6 +44,10 @@ USAGE_DAYS_MAX = 90
 #: The most events one call returns.
 EVENTS_MAX = 500
 _UNSET: Any = object()
+
+
+#: What a change of each field is recorded as.
+UPDATE_EVENTS = {"name": "renamed", "expires_at": "expiry_changed", "limits": "limits_changed"}
 
 
 class KeyLimitReached(ValueError):
@@ -149,13 +153,14 @@ class KeyService:
             if self.settings.plans[plan] is None:
                 raise ValueError(f"plan {plan!r} has no fixed limits: give limits=...")
             return plan, None
-        if not isinstance(limits, str) or not limits.strip():
-            raise ValueError("limits must be a string such as '5000/hour;100000/day'")
-        try:
-            parse_many(limits)
-        except ValueError:
-            raise ValueError(f"limits {limits!r} cannot be parsed") from None
-        return plan, ";".join(split_limits(limits))
+        return plan, self.check_limits(limits)
+
+    def check_limits(self, limits: Any) -> str:
+        """Limits as stored: plans' notation, token buckets included, on a
+        storage that can count them (``ValueError`` otherwise)."""
+        checked = check_limits(limits)
+        self.limits.check_countable(parse_limits(checked))
+        return checked
 
     # -- reading ------------------------------------------------------------
 
@@ -220,12 +225,14 @@ class KeyService:
         t, owners = self.store.tables.keys, self.store.tables.owners
         with self.store.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(t, owners.c.plan, owners.c.limits)
+                sa.select(t, *owner_plan_columns(owners))
                 .select_from(t.outerjoin(owners, owners.c.owner_id == t.c.owner_id))
                 .order_by(t.c.owner_id, t.c.created_at.desc(), t.c.key_id)
             ).all()
         return [
-            self._info(KeyRecord.from_row(row), self.resolve_plan(row.plan, row.limits)[0])
+            self._info(
+                KeyRecord.from_row(row), self.resolve_plan(row.owner_plan, row.owner_limits)[0]
+            )
             for row in rows
         ]
 
@@ -307,7 +314,8 @@ class KeyService:
                 action=action,
                 actor=actor,
                 remote_addr=remote_addr,
-                detail=detail,
+                # The column holds 512 characters; a plan's limits may not.
+                detail=detail if detail is None or len(detail) <= 512 else detail[:511] + "…",
                 at=self.clock(),
             )
         )
@@ -321,6 +329,7 @@ class KeyService:
         environment: str,
         expires_at: dt.datetime | None,
         rotated_from: str | None = None,
+        limits: str | None = None,
     ) -> tuple[KeyRecord, keys.ParsedKey]:
         # The key stays a ParsedKey, whose repr hides the secret, until it is
         # returned: a frame an error reporter captures shows no secret.
@@ -339,6 +348,7 @@ class KeyService:
             "revoked_at": None,
             "last_used_at": None,
             "rotated_from": rotated_from,
+            "limits": limits,
         }
         conn.execute(sa.insert(self.store.tables.keys).values(**values))
         record = KeyRecord.from_row(_Row(values))
@@ -352,10 +362,12 @@ class KeyService:
         environment: str = "live",
         expires_at: dt.datetime | None = None,
         *,
+        limits: str | None = None,
         actor: str | None = None,
         remote_addr: str | None = None,
     ) -> tuple[ApiKeyInfo, str]:
-        """Create a key; return its info and the full key text.
+        """Create a key; return its info and the full key text. ``limits``
+        are the key's own (plans' notation), applied beside its owner's plan.
 
         The text is the only copy of the secret there will ever be: show it
         to its owner once and do not store or log it.
@@ -366,10 +378,12 @@ class KeyService:
         if environment not in keys.ENVIRONMENTS:
             raise ValueError(f"environment must be 'live' or 'test', not {environment!r}")
         checked_expiry = self.check_expiry(expires_at)
+        checked_limits = None if limits is None else self.check_limits(limits)
         with self.store.engine.begin() as conn:
             self._check_room(conn, owner_id)
             record, key = self._insert_key(
-                conn, owner_id, name, checked_scopes, environment, checked_expiry
+                conn, owner_id, name, checked_scopes, environment, checked_expiry,
+                limits=checked_limits,
             )
             self._event(conn, owner_id, record.key_id, "created", actor, remote_addr)
             plan, _ = self._owner_plan(conn, owner_id)
@@ -396,31 +410,34 @@ class KeyService:
         *,
         name: str = _UNSET,
         expires_at: dt.datetime | None = _UNSET,
+        limits: str | None = _UNSET,
         actor: str | None = None,
         remote_addr: str | None = None,
     ) -> ApiKeyInfo:
-        """Rename a key or change its expiry (``None`` clears it)."""
+        """Rename a key, change its expiry or its own limits (``None``
+        clears either)."""
         values: dict[str, Any] = {}
         if name is not _UNSET:
             values["name"] = check_name(name)
         if expires_at is not _UNSET:
             values["expires_at"] = self.check_expiry(expires_at)
+        if limits is not _UNSET:
+            values["limits"] = None if limits is None else self.check_limits(limits)
         t = self.store.tables.keys
         with self.store.engine.begin() as conn:
             record = self._record(conn, key_id)
-            if record.is_revoked and values:
-                raise ValueError("a revoked key cannot be changed")
-            if record.is_expired(self.clock()) and values:
-                raise ValueError("an expired key cannot be changed")
+            status = record.status(self.clock())
+            if values and status != "active":
+                raise ValueError(f"key {key_id} is {status}: it cannot be changed")
             if values:
                 conn.execute(sa.update(t).where(t.c.key_id == key_id).values(**values))
-            if "name" in values and values["name"] != record.name:
-                self._event(conn, record.owner_id, key_id, "renamed", actor, remote_addr)
-            if "expires_at" in values and values["expires_at"] != record.expires_at:
-                detail = isoformat(values["expires_at"]) or "never"
-                self._event(
-                    conn, record.owner_id, key_id, "expiry_changed", actor, remote_addr, detail
-                )
+            for field, action in UPDATE_EVENTS.items():
+                if field in values and values[field] != getattr(record, field):
+                    detail = values[field] if field != "expires_at" else isoformat(values[field])
+                    self._event(
+                        conn, record.owner_id, key_id, action, actor, remote_addr,
+                        detail or "never" if field != "name" else None,
+                    )
             record = self._record(conn, key_id)
             plan, _ = self._owner_plan(conn, record.owner_id)
         if values:
@@ -531,7 +548,8 @@ class KeyService:
             sa.update(t).where(t.c.key_id == key_id, t.c.revoked_at.is_(None)).values(**change)
         )
         new, key = self._insert_key(
-            conn, old.owner_id, old.name, old.scopes, old.environment, expires_at, key_id
+            conn, old.owner_id, old.name, old.scopes, old.environment, expires_at, key_id,
+            old.limits,
         )
         return old, new, key
 

@@ -6,7 +6,7 @@ bounded pool and connect and statement timeouts. Either way:
 
 - every statement goes through SQLAlchemy's public API;
 - the engine gets SQLAlchemy's documented recipe for pools and ``os.fork()``
-  (a connection made in another process is never used, nor closed, here), so
+  (a forked child drops the inherited pools without closing them), so
   ``gunicorn --preload`` is safe;
 - the one read on the request path has a deadline (:data:`READ_DEADLINE`):
   a server that is down, paused or restarting answers 503 within it instead
@@ -20,6 +20,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -50,6 +51,11 @@ def is_unavailable(error: BaseException) -> bool:
 
 def unavailable() -> StorageUnavailable:
     return StorageUnavailable(headers=[("Retry-After", str(STORE_RETRY_AFTER))])
+
+
+def owner_plan_columns(owners: sa.Table) -> tuple[sa.Label[Any], sa.Label[Any]]:
+    """An owner's plan and limits, named apart from a key's own ``limits``."""
+    return owners.c.plan.label("owner_plan"), owners.c.limits.label("owner_limits")
 
 
 def _own_engine_options(url: sa.URL, host_options: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,32 +94,27 @@ def build_engine(uri: str, host_options: Mapping[str, Any] | None = None) -> sa.
     return engine
 
 
+#: Every engine flask-keyauth uses, to give a forked child pools of its own.
+_ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
 def make_fork_safe(engine: sa.Engine) -> None:
-    """SQLAlchemy's recipe for pools shared across ``os.fork()``.
-
-    A connection remembers the process that opened it; checked out in
-    another process (a gunicorn worker forked after ``--preload`` touched
-    the database), it is dropped without being closed, which would end the
-    parent's session, and the pool connects anew.
-    """
-    if sa.event.contains(engine, "connect", _remember_pid):
-        return
-    sa.event.listen(engine, "connect", _remember_pid)
-    sa.event.listen(engine, "checkout", _refuse_foreign)
+    """SQLAlchemy's recipe for pools and ``os.fork()``: in a forked child
+    (a gunicorn worker forked after ``--preload`` touched the database),
+    ``engine.dispose(close=False)`` drops the parent's pooled connections
+    without closing them (which would end the parent's sessions), so the
+    child opens its own. It runs at the fork itself, before any checkout
+    and so before any ``pool_pre_ping`` could write to a shared socket."""
+    _ENGINES.add(engine)
 
 
-def _remember_pid(dbapi_connection: Any, record: Any) -> None:
-    record.info["keyauth_pid"] = os.getpid()
+def _dispose_in_child() -> None:
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
 
 
-def _refuse_foreign(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    # A connection opened before the recipe was installed (init_app installs
-    # it) is taken to be this process's own.
-    if record.info.setdefault("keyauth_pid", os.getpid()) != os.getpid():
-        record.dbapi_connection = proxy.dbapi_connection = None
-        raise sa.exc.DisconnectionError(
-            "connection opened in another process; not shared across fork"
-        )
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_dispose_in_child)
 
 
 class Store:
@@ -129,7 +130,7 @@ class Store:
         self._pool_lock = threading.Lock()
         k, owners = tables.keys, tables.owners
         self.key_query = (
-            sa.select(k, owners.c.plan, owners.c.limits)
+            sa.select(k, *owner_plan_columns(owners))
             .select_from(k.outerjoin(owners, owners.c.owner_id == k.c.owner_id))
             .where(k.c.key_id == sa.bindparam("key_id"))
         )
@@ -140,9 +141,13 @@ class Store:
         if engine is not self._prepared:
             make_fork_safe(engine)
             # Reads need no transaction: in autocommit a read is one round
-            # trip, with no BEGIN before it nor ROLLBACK after.
-            self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
-            self._deadline = engine.dialect.name != "sqlite"
+            # trip, with no BEGIN before it nor ROLLBACK after. (SQLite's
+            # driver begins none for a SELECT, and is not over a network.)
+            local = engine.dialect.name == "sqlite"
+            self._reader = engine if local else engine.execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+            self._deadline = not local
             self._prepared = engine
         return engine
 

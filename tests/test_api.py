@@ -40,6 +40,7 @@ KEY_FIELDS = {
     "expires_at",
     "revoked_at",
     "last_used_at",
+    "limits",
 }
 SECRET = re.compile(r"sk_(live|test)_[0-9A-Za-z]{50}")
 UNKNOWN_ID = "A" * 12

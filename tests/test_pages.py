@@ -23,6 +23,7 @@ from werkzeug.test import TestResponse
 
 from flask_keyauth import KeyAuth, blueprint
 from flask_keyauth.models import ApiKeyInfo
+from flask_keyauth.views.pages import duration, relative
 
 from .conftest import bearer, install_clock, make_app, service_of, sql_statements
 
@@ -467,7 +468,12 @@ def test_create_stores_environment_and_expiry(site: Site) -> None:
         ({"expires": "90", "expires_on": "2027-01-01"}, clock.now + dt.timedelta(days=90)),
         (
             {"expires": "date", "expires_on": "2027-01-15"},
-            dt.datetime(2027, 1, 15, tzinfo=dt.timezone.utc),
+            dt.datetime(2027, 1, 15, 23, 59, 59, 999999, tzinfo=dt.timezone.utc),
+        ),
+        # Through the end of today: still hours of use left.
+        (
+            {"expires": "date", "expires_on": "2026-11-23"},
+            dt.datetime(2026, 11, 23, 23, 59, 59, 999999, tzinfo=dt.timezone.utc),
         ),
     ]
     for i, (fields, expected) in enumerate(cases):
@@ -476,6 +482,76 @@ def test_create_stores_environment_and_expiry(site: Site) -> None:
         assert secret_in(response).startswith("sk_test_")
         key = next(k for k in site.key_list() if k.name == f"key {i}")
         assert (key.environment, key.expires_at) == ("test", expected)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (30 * 86400 - 0.005, "30 days"),  # a 30-day key, a moment after it was made
+        (30 * 86400 + 0.005, "30 days"),
+        (29 * 86400 + 13 * 3600, "30 days"),
+        (29 * 86400 + 11 * 3600, "29 days"),
+        (86400, "1 day"),
+        (23 * 3600 + 45 * 60, "1 day"),
+        (3 * 3600 - 1, "3 hours"),
+        (3600 - 20, "1 hour"),
+        (59 * 60, "59 minutes"),
+        (60, "1 minute"),
+        (60.4, "1 minute"),
+    ],
+)
+def test_durations_round_to_the_nearest_unit(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
+    now = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.timezone.utc)
+    assert relative(now + dt.timedelta(seconds=seconds), now) == f"in {text}"
+    assert relative(now - dt.timedelta(seconds=seconds), now) == f"{text} ago"
+    assert relative(now + dt.timedelta(seconds=59), now) == "just now"
+
+
+class TickingClock:
+    """A clock that moves a few milliseconds every time it is read, as the
+    real one does between creating a key and rendering the page."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        self.now += dt.timedelta(milliseconds=7)
+        return self.now
+
+
+def test_a_30_day_key_shows_30_days_right_after_creation(site: Site) -> None:
+    service_of(site.app).clock = TickingClock(dt.datetime.now(dt.timezone.utc))
+    response = create_form(site, name="Monthly", expires="30")
+    assert response.status_code == 201
+    assert '<span class="ka-sub">in 30 days</span>' in response.get_data(as_text=True)
+    (key,) = site.key_list()
+    assert '<span class="ka-sub">in 30 days</span>' in row_of(site.page("/"), "Monthly")
+    assert '<span class="ka-sub">in 30 days</span>' in site.page(f"/{key.id}")
+
+
+def test_a_key_set_to_expire_on_a_date_works_through_that_whole_day(site: Site) -> None:
+    clock = install_clock(site.app, dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.timezone.utc))
+    form = site.page("/new")
+    assert "works through the end of\n  that day: until 23:59:59 UTC." in form
+    assert 'min="2026-11-23"' in form  # today is a valid choice
+    response = create_form(site, name="Dated", expires="date", expires_on="2027-01-15")
+    assert response.status_code == 201
+    secret = secret_in(response)
+    created = response.get_data(as_text=True)
+    # Shown as the day chosen, everywhere.
+    shown = '<time datetime="2027-01-15T23:59:59Z" title="2027-01-15 23:59 UTC">Jan 15, 2027</time>'
+    assert shown in created
+    (key,) = site.key_list()
+    assert shown in row_of(site.page("/"), "Dated")
+    assert shown in site.page(f"/{key.id}")
+
+    clock.now = dt.datetime(2027, 1, 15, 23, 59, 59, tzinfo=dt.timezone.utc)
+    assert site.client.get("/read", headers=bearer(secret)).status_code == 200
+    clock.now = dt.datetime(2027, 1, 16, tzinfo=dt.timezone.utc)
+    refused = site.client.get("/read", headers=bearer(secret))
+    assert refused.status_code == 401
+    assert refused.json["error"]["code"] == "EXPIRED_API_KEY"  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -488,10 +564,11 @@ def test_create_stores_environment_and_expiry(site: Site) -> None:
         ({"scopes": ["read", "root"]}, "Choose permissions from the list."),
         ({"environment": "prod"}, "Choose live or test."),
         ({"expires": "45"}, "Choose when the key expires."),
-        ({"expires": "date", "expires_on": ""}, "Enter the expiry date as YYYY-MM-DD."),
-        ({"expires": "date", "expires_on": "31/12/2030"}, "Enter the expiry date as YYYY-MM-DD."),
-        ({"expires": "date", "expires_on": "2020-01-01"}, "must be after today"),
-        ({"expires": "date", "expires_on": "10000-01-01"}, "Enter the expiry date"),
+        ({"expires": "date", "expires_on": ""}, "Choose the day the key expires."),
+        ({"expires": "date", "expires_on": "   "}, "Choose the day the key expires."),
+        ({"expires": "date", "expires_on": "31/12/2030"}, "Choose a valid day for the key"),
+        ({"expires": "date", "expires_on": "2020-01-01"}, "The expiry day is in the past"),
+        ({"expires": "date", "expires_on": "10000-01-01"}, "Choose a valid day for the key"),
     ],
 )
 def test_invalid_input_re_renders_the_form(
@@ -501,6 +578,9 @@ def test_invalid_input_re_renders_the_form(
     assert response.status_code == 400
     html = response.get_data(as_text=True)
     assert message in html
+    # The browser's date picker shows the user's own date format: no
+    # message may ask for another one.
+    assert "YYYY" not in html and "yyyy" not in html.lower()
     assert 'role="alert"' in html and "The key was not created." in html
     assert KEY_PATTERN.search(html) is None
     assert site.key_list() == []

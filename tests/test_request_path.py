@@ -23,6 +23,7 @@ from limits.storage import storage_from_string
 from flask_keyauth import KeyAuth, keys, require_key
 from flask_keyauth._plan_script import PlanScript
 from flask_keyauth.errors import StorageUnavailable
+from flask_keyauth.plans import parse_item
 
 from .conftest import FAST_ARGON2, bearer, make_app, sql_statements
 from .faults.servers import ThrowawayRedis
@@ -329,18 +330,35 @@ def test_the_plan_script_alone(redis_server: ThrowawayRedis) -> None:
     storage = storage_from_string(redis_server.url)
     script = PlanScript(storage, "alone")
     items = [parse("2/minute"), parse("5/hour")]
-    first = script.run("o{1}", "key1", items, None, 1)
-    assert first.fresh and [c for c, _ in first.counts] == [1, 1]
+    windows = [(item, script.window_key("o{1}", item)) for item in items]
+    first = script.run("o{1}", "key1", windows, None, 1)
+    assert first.fresh and [c[0] for c in first.counts] == [1, 1]
     stamps = (first.key_stamp, first.owner_stamp)
     # Stamps that hold: counted. Stamps that moved: nothing counted.
-    assert [c for c, _ in script.run("o{1}", "key1", items, stamps, 1).counts] == [2, 2]
-    stale = script.run("o{1}", "key1", items, ("old", "old"), 1)
+    assert [c[0] for c in script.run("o{1}", "key1", windows, stamps, 1).counts] == [2, 2]
+    stale = script.run("o{1}", "key1", windows, ("old", "old"), 1)
     assert not stale.fresh and stale.counts == []
     # Past the first breach the windows are read, not counted.
-    over = script.run("o{1}", "key1", items, stamps, 1)
-    assert [c for c, _ in over.counts] == [3, 2]
+    over = script.run("o{1}", "key1", windows, stamps, 1)
+    assert [c[0] for c in over.counts] == [3, 2]
     script.bump("o{1}", ["key1"])
     again = script.run("o{1}", "key1", [], stamps, 0)
     assert not again.fresh and again.key_stamp != stamps[0] and again.owner_stamp == stamps[1]
     script.bump("o{1}")
     assert script.run("o{1}", "key1", [], None, 0).owner_stamp != stamps[1]
+    # Every key of one owner shares its hash tag, whatever braces the id holds.
+    tagged = [*script.stamp_keys("o{1}", "key1"), *(key for _, key in windows)]
+    assert {key[key.index("{"):key.index("}") + 1] for key in tagged} == {"{o%7B1%7D}"}
+
+
+def test_the_plan_script_counts_a_token_bucket(redis_server: ThrowawayRedis) -> None:
+    storage = storage_from_string(redis_server.url)
+    script = PlanScript(storage, "bucket")
+    bucket = parse_item("10/second burst 3")
+    windows = [(bucket, script.window_key("o", bucket))]
+    used = [script.run("o", "k", windows, None, 1).counts[0] for _ in range(4)]
+    # Three fit in the burst, the fourth does not and waits ~0.1 s for a unit.
+    assert [u[0] for u in used[:3]] == [1, 2, 3]
+    assert used[3][0] > 3 and 0 < used[3][2] <= 100
+    threading.Event().wait(0.12)
+    assert script.run("o", "k", windows, None, 1).counts[0][0] <= 3

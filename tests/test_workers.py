@@ -48,3 +48,15 @@ def test_four_workers_serve_exactly_the_plan(served: tuple[str, Any]) -> None:
         after = list(pool.map(lambda _: get(base + "/read", secret), range(20)))
     assert [status for status, _ in after] == [401] * 20
     assert len({pid for _, pid in after} & served_by) >= 2
+
+
+def test_four_workers_share_a_token_bucket_exactly(served: tuple[str, Any]) -> None:
+    base, (app, keyauth) = served
+    with app.app_context():
+        # A bucket of 20 that refills one unit an hour: over this test, exactly 20.
+        keyauth.set_plan("bucketco", "enterprise", "1/hour burst 20")
+        _, secret = keyauth.create_key("bucketco", "load")
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        results = list(pool.map(lambda _: get(base + "/read", secret), range(120)))
+    assert Counter(status for status, _ in results) == {200: 20, 429: 100}
+    assert len({pid for status, pid in results if status == 200}) >= 2

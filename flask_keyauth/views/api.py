@@ -57,8 +57,10 @@ DEFAULT_USAGE_DAYS = 30
 TIMESTAMP_MAX = 64
 
 #: The fields each request body may carry; anything else is a 400.
-CREATE_FIELDS = frozenset({"name", "scopes", "environment", "expires_at", "expires_in_days"})
-UPDATE_FIELDS = frozenset({"name", "expires_at"})
+CREATE_FIELDS = frozenset(
+    {"name", "scopes", "environment", "expires_at", "expires_in_days", "limits"}
+)
+UPDATE_FIELDS = frozenset({"name", "expires_at", "limits"})
 ROTATE_FIELDS = frozenset({"grace_seconds", "expires_at", "expires_in_days"})
 
 #: Local endpoint names of the JSON API (the pages have others).
@@ -287,6 +289,16 @@ def _scopes(value: Any) -> list[str]:
     return sorted(set(value))
 
 
+def _limits(value: Any) -> str | None:
+    """A key's own limits: the service's one rule (``null`` clears them)."""
+    if value is None:
+        return None
+    try:
+        return get_state().service.check_limits(value)
+    except (ValueError, TypeError) as error:
+        raise _invalid({"limits": str(error)}) from None
+
+
 def _environment(value: Any) -> str:
     if value not in keys.ENVIRONMENTS:
         raise _invalid({"environment": "must be 'live' or 'test'"})
@@ -416,6 +428,7 @@ def create_key() -> ResponseReturnValue:
     scopes = _scopes(body["scopes"]) if "scopes" in body else ["read"]
     environment = _environment(body["environment"]) if "environment" in body else "live"
     expires_at = _expiry(body)
+    limits = _limits(body.get("limits"))
     state = get_state()
     caller.may_hand_out(state.settings.expand(tuple(scopes)), environment)
     info, secret = _service_call(
@@ -426,6 +439,7 @@ def create_key() -> ResponseReturnValue:
             scopes,
             environment,
             None if expires_at is _MISSING else expires_at,
+            limits=limits,
             actor=caller.actor,
             remote_addr=request.remote_addr,
         ),
@@ -451,6 +465,8 @@ def update_key(key_id: str) -> ResponseReturnValue:
     expires_at = _expiry(body)
     if expires_at is not _MISSING:
         changes["expires_at"] = expires_at
+    if "limits" in body:
+        changes["limits"] = _limits(body["limits"])
     _owned_key(caller, key_id)
     info = _service_call(
         "key_id",

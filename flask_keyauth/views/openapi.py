@@ -16,7 +16,8 @@ from typing import Any
 from .. import keys
 from ..config import Settings
 from ..models import NAME_MAX
-from ..service import USAGE_DAYS_MAX
+from ..plans import LIMITS_MAX, LIMITS_TEXT_MAX
+from ..service import UPDATE_EVENTS, USAGE_DAYS_MAX
 from . import api
 
 OPENAPI_VERSION = "3.1.0"
@@ -233,7 +234,7 @@ _KEY_ID = {"type": "string", "pattern": f"^[0-9A-Za-z]{{{keys.ID_LENGTH}}}$"}
 _LABEL_PATTERN = (
     "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
 )
-_EVENT_ACTIONS = ["created", "renamed", "expiry_changed", "revoked", "rotated", "plan_changed"]
+_EVENT_ACTIONS = ["created", *UPDATE_EVENTS.values(), "revoked", "rotated", "plan_changed"]
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -281,6 +282,13 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "maxLength": NAME_MAX,
         "pattern": _LABEL_PATTERN,
     }
+    limits = {
+        "type": ["string", "null"],
+        "maxLength": LIMITS_TEXT_MAX,
+        "examples": ["10/minute", "200/second burst 500;2000/day"],
+        "description": "The key's own limits, beside its owner's plan: `;`-separated "
+        f"windows (`100/hour`) or buckets (`200/second burst 500`), at most {LIMITS_MAX}.",
+    }
     create_properties = {
         "name": name,
         "scopes": {
@@ -291,8 +299,11 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         },
         "environment": {"type": "string", "enum": list(keys.ENVIRONMENTS), "default": "live"},
         **expiry_properties,
+        "limits": limits,
     }
-    update_properties = {"name": name, "expires_at": expiry_properties["expires_at"]}
+    update_properties = {
+        "name": name, "expires_at": expiry_properties["expires_at"], "limits": limits
+    }
     rotate_properties = {
         "grace_seconds": {
             "type": "integer",
@@ -315,6 +326,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "expires_at": _MAYBE_TIMESTAMP,
             "revoked_at": _MAYBE_TIMESTAMP,
             "last_used_at": _MAYBE_TIMESTAMP,
+            "limits": {"type": ["string", "null"]},
         },
         description="A key as its owner sees it: never its secret or hash. `scopes` as granted.",
     )

@@ -42,8 +42,13 @@ USAGE_DAYS = 30
 #: A key that expires within this time is shown as "expiring soon".
 EXPIRING_SOON = dt.timedelta(days=7)
 #: Expiry choices of the create form: form value -> days (``None``: never).
+#: ``"date"`` (a day picked in the form) is offered too.
 EXPIRY_CHOICES: dict[str, int | None] = {"never": None, "30": 30, "60": 60, "90": 90}
 DEFAULT_EXPIRY = "90"
+#: Expiry choices for the new key of a rotation, besides "same" (the old
+#: key's lifetime, the service's default: SPEC §11) and "date".
+ROTATE_EXPIRY_CHOICES: dict[str, int | None] = {"never": None, "30": 30, "60": 60, "90": 90}
+DEFAULT_ROTATE_EXPIRY = "same"
 #: Grace choices of the rotate form: form value (seconds) -> label.
 GRACE_CHOICES: dict[str, str] = {
     "0": "Now: the old key stops working at once",
@@ -108,19 +113,66 @@ def iso(value: dt.datetime | None) -> str:
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def duration(seconds: float) -> str:
+    """``30 days``, ``1 hour``, ``5 minutes``: to the nearest whole unit.
+
+    Rounded, not truncated: a key made a moment ago to live 30 days has
+    29 days, 23 hours and some seconds left, and that is "30 days".
+    """
+    minutes = int(seconds / 60 + 0.5)
+    hours = int(seconds / 3600 + 0.5)
+    if minutes < 60:
+        count, unit = max(minutes, 1), "minute"
+    elif hours < 24:
+        count, unit = hours, "hour"
+    else:
+        count, unit = int(seconds / 86400 + 0.5), "day"
+    return f"{count} {unit}" + ("" if count == 1 else "s")
+
+
 def relative(value: dt.datetime, now: dt.datetime) -> str:
-    """``3 hours ago``, ``in 5 days``, ``just now``."""
+    """``3 hours ago``, ``in 5 days``, ``just now`` (see :func:`duration`)."""
     seconds = (value - now).total_seconds()
-    future = seconds > 0
-    seconds = abs(seconds)
-    if seconds < 60:
+    if abs(seconds) < 60:
         return "just now"
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            count = int(seconds // size)
-            text = f"{count} {unit}" + ("" if count == 1 else "s")
-            return f"in {text}" if future else f"{text} ago"
-    return "just now"  # pragma: no cover - the loop always returns
+    text = duration(abs(seconds))
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+def end_of_day(day: dt.date) -> dt.datetime:
+    """The last instant of ``day`` in UTC: a key set to expire "on a date"
+    works through that whole day (it is valid while ``now < expires_at``)."""
+    return dt.datetime.combine(day, dt.time.max, dt.timezone.utc)
+
+
+class FieldError(ValueError):
+    """A form value that cannot be used; the message is shown next to it."""
+
+
+def read_expiry(
+    choice: str, day_text: str, now: dt.datetime, choices: Mapping[str, int | None]
+) -> dt.datetime | None:
+    """The expiry a form's ``expires`` choice (and date field) asks for.
+
+    ``choices`` maps a form value to days from ``now`` (``None``: never);
+    ``"date"`` is the end of the day picked (:func:`end_of_day`). The
+    messages name no date format: the browser's date picker shows its own.
+    """
+    if choice == "date":
+        text = day_text.strip()
+        if not text:
+            raise FieldError("Choose the day the key expires.")
+        try:
+            day = dt.date.fromisoformat(text)
+        except ValueError:
+            raise FieldError("Choose a valid day for the key to expire.") from None
+        if day < now.date():
+            raise FieldError("The expiry day is in the past: choose today or a later day.")
+        return end_of_day(day)
+    if choice in choices:
+        days = choices[choice]
+        return None if days is None else now + dt.timedelta(days=days)
+    raise FieldError("Choose when the key expires.")
 
 
 def describe_actor(actor: str | None) -> str:
@@ -423,23 +475,15 @@ class CreateForm:
             self.errors["scopes"] = "Choose permissions from the list."
         if self.environment not in environments():
             self.errors["environment"] = "Choose live or test."
-        expires_at: dt.datetime | None = None
-        if self.expires == "date":
-            try:
-                day = dt.date.fromisoformat(self.expires_on.strip())
-            except ValueError:
-                self.errors["expires"] = "Enter the expiry date as YYYY-MM-DD."
-            else:
-                if day <= now.date():
-                    self.errors["expires"] = "The expiry date must be after today."
-                else:
-                    expires_at = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
-        elif self.expires in EXPIRY_CHOICES:
-            days = EXPIRY_CHOICES[self.expires]
-            expires_at = None if days is None else now + dt.timedelta(days=days)
-        else:
-            self.errors["expires"] = "Choose when the key expires."
-        return expires_at
+        try:
+            return read_expiry(self.expires, self.expires_on, now, EXPIRY_CHOICES)
+        except FieldError as error:
+            self.errors["expires"] = str(error)
+            return None
+
+
+def expiry_label(choice: str) -> str:
+    return "Never" if choice == "never" else f"{choice} days"
 
 
 def environments() -> list[str]:
@@ -456,8 +500,8 @@ def render_create(form: CreateForm, status: int = 200) -> Response:
         form=form,
         scopes=[(scope, sorted(settings.scopes[scope] - {scope})) for scope in settings.scopes],
         environments=environments(),
-        expiry_choices=[key for key in EXPIRY_CHOICES],
-        min_date=(get_state().service.clock().date() + dt.timedelta(days=1)).isoformat(),
+        expiry_choices=[(key, expiry_label(key)) for key in EXPIRY_CHOICES],
+        min_date=get_state().service.clock().date().isoformat(),
         name_max=NAME_MAX,
     )
 

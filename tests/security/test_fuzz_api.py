@@ -80,7 +80,8 @@ def bodies(fields: tuple[str, ...]) -> st.SearchStrategy[Any]:
 @cache
 def fuzz_host() -> tuple[Host, str, str]:
     directory = tempfile.mkdtemp(prefix="keyauth-fuzz-api-")
-    host = build_host(f"sqlite:///{directory}/api.db", KEYAUTH_LAST_USED_INTERVAL=3600)
+    host = build_host(f"sqlite:///{directory}/api.db", KEYAUTH_LAST_USED_INTERVAL=3600,
+                      KEYAUTH_MAX_KEYS_PER_OWNER=100_000)
     _, admin = host.create("acme", "admin", scopes=["admin"])
     info, _ = host.create("acme", "target")
     return host, admin, info.id
