@@ -202,8 +202,12 @@ def _keys_of(owner: str | None) -> list[ApiKeyInfo]:
     "--env", "environment", type=click.Choice(["live", "test"]), default="live", show_default=True
 )
 @click.option("--expires-in", default=None, help="Lifetime: 30m, 24h, 90d; no expiry by default.")
+@click.option(
+    "--limits", default=None, help="The key's own limits, beside its owner's plan: '10/minute'."
+)
 def create_command(
-    owner: str, name: str, scopes: str, environment: str, expires_in: str | None
+    owner: str, name: str, scopes: str, environment: str, expires_in: str | None,
+    limits: str | None,
 ) -> None:
     """Create a key and print it once."""
     service = _service()
@@ -219,7 +223,7 @@ def create_command(
                 fail(f"--expires-in {expires_in} ends past the year 9999")
         scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
         info, secret = service.create_key(
-            owner, name, scope_list, environment, expires_at, actor="cli"
+            owner, name, scope_list, environment, expires_at, limits=limits, actor="cli"
         )
     except ValueError as error:
         fail(str(error))

@@ -124,6 +124,19 @@ def test_create_defaults(app: Flask, runner: Any) -> None:
         assert service_of(app).get_key(secret[8:20]).granted_scopes == ("read",)
 
 
+def test_create_with_the_keys_own_limits(app: Flask, runner: Any, client: Any) -> None:
+    secret = printed_key(
+        keys(runner, "create", "--owner", "acme", "--name", "k", "--limits", "2/minute")
+    )
+    assert [client.get("/read", headers=bearer(secret)).status_code for _ in range(3)] == [
+        200, 200, 429,
+    ]
+    line = one_line_error(
+        keys(runner, "create", "--owner", "acme", "--name", "k", "--limits", "lots")
+    )
+    assert "cannot be parsed" in line
+
+
 @pytest.mark.parametrize(
     ("text", "delta"),
     [("30m", dt.timedelta(minutes=30)), ("24h", dt.timedelta(hours=24)),
