@@ -138,6 +138,15 @@ def row_of(html: str, name: str) -> str:
     return str(matching[0])
 
 
+def row_with_id(html: str, key_id: str) -> str:
+    """The list's table row of the key ``key_id`` (names can repeat)."""
+    rows = re.findall(r'<tr class="ka-row.*?</tr>', html, re.S)
+    link = f'class="ka-keyname" href="{PREFIX}/{key_id}"'
+    matching = [row for row in rows if link in row]
+    assert len(matching) == 1, f"{key_id!r} in {len(matching)} rows"
+    return str(matching[0])
+
+
 # -- who may see the pages ----------------------------------------------------
 
 
@@ -336,6 +345,23 @@ def test_list_shows_each_keys_details(site: Site) -> None:
     assert ">Active<" in row
     assert "Never</span>" in row  # never used, never expires
     assert f'href="{PREFIX}/{info.id}"' in row
+    # Besides the name, a link that looks like one.
+    assert (
+        f'<a class="ka-rowlink" href="{PREFIX}/{info.id}">Details'
+        '<span class="ka-visually-hidden"> of Billing</span></a>'
+    ) in row
+    assert "Replaces" not in row and "Replaced by" not in row
+
+
+def test_the_copy_button_stays_hidden_without_script(site: Site) -> None:
+    css = site.client.get(f"{PREFIX}/static/keyauth.css")
+    text = css.get_data(as_text=True)
+    css.close()
+    # The button is a .ka-btn (display: inline-flex); the hidden attribute
+    # must win over that rule, or a button that does nothing shows.
+    assert re.search(r"\.keyauth \[hidden\][^{]*\{\s*display: none !important;", text)
+    html = create_form(site).get_data(as_text=True)
+    assert re.search(r'<button [^>]*class="ka-btn[^"]*ka-secret__copy"[^>]* hidden>', html)
 
 
 class FormLabels(HTMLParser):
@@ -359,7 +385,7 @@ class FormLabels(HTMLParser):
 
 def test_forms_label_every_control(site: Site) -> None:
     info, _ = site.create()
-    for path, legends in [("/new", 3), (f"/{info.id}/rotate", 1)]:
+    for path, legends in [("/new", 3), (f"/{info.id}/rotate", 2)]:
         parser = FormLabels()
         parser.feed(site.page(path))
         assert parser.controls and all(parser.controls)
@@ -835,6 +861,154 @@ def test_rotate_shows_the_new_key_once_and_keeps_the_old_for_the_grace(site: Sit
     assert new_secret not in site.page(f"/{new.id}")
     assert f'Replaced by <a href="{PREFIX}/{new.id}">' in site.page(f"/{old.id}")
     assert f'Replaces <a href="{PREFIX}/{old.id}">' in site.page(f"/{new.id}")
+
+
+def rotate_form(site: Site, key_id: str, **fields: Any) -> TestResponse:
+    """Open the rotate form of ``key_id`` and post it with ``fields``."""
+    data = {**hidden_fields(site.page(f"/{key_id}/rotate")), "grace": "3600", **fields}
+    return site.client.post(f"{PREFIX}/{key_id}/rotate", data=data)
+
+
+def test_rotate_form_warns_about_the_old_key_and_offers_an_expiry(site: Site) -> None:
+    clock = install_clock(site.app, dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.timezone.utc))
+    old, _ = site.create(name="Monthly", expires_at=clock.now + dt.timedelta(days=30))
+    form = site.page(f"/{old.id}/rotate")
+    assert "stops working at the end of the grace period you choose." in form
+    assert "every request with it is refused" in form
+    assert "revokes the old key at once, which cannot be undone." in form
+    # Each grace period says when the old key stops working.
+    assert 'Until <time datetime="2026-11-24T10:00:00Z">2026-11-24 10:00 UTC</time>' in form
+    assert 'Until <time datetime="2026-11-30T10:00:00Z">2026-11-30 10:00 UTC</time>' in form
+    # The new key's expiry: the old key's lifetime unless chosen otherwise.
+    choices = re.findall(r'name="expires" value="(\w+)"', form)
+    assert choices == ["same", "never", "30", "60", "90", "date"]
+    assert re.search(r'value="same"\s+checked', form)
+    assert "Same lifetime as the old key" in form and "30 days from now" in form
+    assert 'name="expires_on"' in form and 'min="2026-11-23"' in form
+
+    forever, _ = site.create(name="Forever")
+    form = site.page(f"/{forever.id}/rotate")
+    assert "Never expires: the old key never does" in form
+    # "Never" would be the same choice twice.
+    assert re.findall(r'name="expires" value="(\w+)"', form) == ["same", "30", "60", "90", "date"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"expires": "60"}, dt.datetime(2027, 1, 22, 10, 0, tzinfo=dt.timezone.utc)),
+        ({"expires": "never"}, None),
+        (
+            {"expires": "date", "expires_on": "2027-02-01"},
+            dt.datetime(2027, 2, 1, 23, 59, 59, 999999, tzinfo=dt.timezone.utc),
+        ),
+    ],
+)
+def test_rotate_gives_the_new_key_the_expiry_chosen(
+    site: Site, fields: dict[str, str], expected: dt.datetime | None
+) -> None:
+    clock = install_clock(site.app, dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.timezone.utc))
+    old, _ = site.create(name="Worker", expires_at=clock.now + dt.timedelta(days=30))
+    response = rotate_form(site, old.id, **fields)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    (new,) = [k for k in site.key_list() if k.id != old.id]
+    assert new.expires_at == expected
+    assert site.get_key(old.id).expires_at == clock.now + dt.timedelta(hours=1)
+
+
+def test_rotate_with_the_same_lifetime_leaves_it_to_the_service(site: Site) -> None:
+    clock = install_clock(site.app, dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.timezone.utc))
+    month = clock.now + dt.timedelta(days=30)
+    paged, _ = site.create(name="Paged", expires_at=month)
+    direct, _ = site.create(name="Direct", expires_at=month)
+    assert rotate_form(site, paged.id, expires="same").status_code == 201
+    with site.app.app_context():
+        by_service, _ = site.keyauth.rotate_key(direct.id, dt.timedelta(hours=1))
+    (by_page,) = [k for k in site.key_list() if k.name == "Paged" and k.id != paged.id]
+    # The page asks for what the service does by default (SPEC §11): a key
+    # made to live 30 days is replaced by one that lives 30 days.
+    assert by_page.expires_at == by_service.expires_at == month
+
+    forever, _ = site.create(name="Forever")
+    assert rotate_form(site, forever.id, expires="same").status_code == 201
+    (new,) = [k for k in site.key_list() if k.name == "Forever" and k.id != forever.id]
+    assert new.expires_at is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"expires": "45"}, "Choose when the key expires."),
+        ({"expires": "same lifetime"}, "Choose when the key expires."),
+        ({"expires": ""}, "Choose when the key expires."),
+        ({"expires": "date", "expires_on": ""}, "Choose the day the key expires."),
+        ({"expires": "date", "expires_on": "15/01/2027"}, "Choose a valid day for the key"),
+        ({"expires": "date", "expires_on": "2020-01-01"}, "The expiry day is in the past"),
+        ({"grace": "60", "expires": "30"}, "Choose when the old key stops working."),
+    ],
+)
+def test_rotate_refuses_other_expiry_values(
+    site: Site, fields: dict[str, str], message: str
+) -> None:
+    old, _ = site.create(name="Worker")
+    response = rotate_form(site, old.id, **fields)
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert message in html and "The key was not rotated." in html
+    assert "YYYY" not in html
+    assert KEY_PATTERN.search(html) is None
+    assert [k.id for k in site.key_list()] == [old.id]
+    assert site.get_key(old.id).expires_at is None
+    # The form comes back as sent, and can still be submitted once.
+    assert rotate_form(site, old.id, expires="30").status_code == 201
+
+
+def test_the_keys_of_a_rotation_are_linked(site: Site) -> None:
+    old, _ = site.create(name="Worker")
+    other, _ = site.create(name="Worker")  # same name, not a rotation
+    assert rotate_form(site, old.id).status_code == 201
+    (new,) = [k for k in site.key_list() if k.id not in (old.id, other.id)]
+    html = site.page("/")
+    old_row, new_row = row_with_id(html, old.id), row_with_id(html, new.id)
+    replaced_by = f'Replaced by <a href="{PREFIX}/{new.id}"><code>{new.redacted}</code></a>'
+    replaces = f'Replaces <a href="{PREFIX}/{old.id}"><code>{old.redacted}</code></a>'
+    assert replaced_by in old_row and "Replaces" not in old_row
+    assert replaces in new_row and "Replaced by" not in new_row
+    other_row = row_with_id(html, other.id)
+    assert "Replaces" not in other_row and "Replaced by" not in other_row
+    # The key pages say it too, next to the key's facts.
+    assert replaced_by in site.page(f"/{old.id}")
+    assert replaces in site.page(f"/{new.id}")
+    assert "<dt>Rotation</dt>" not in site.page(f"/{other.id}")
+
+    # A rotation made by host code is linked the same way.
+    with site.app.app_context():
+        newer, _ = site.keyauth.rotate_key(new.id, dt.timedelta(0))
+    html = site.page("/")
+    assert f'Replaced by <a href="{PREFIX}/{newer.id}">' in row_with_id(html, new.id)
+    assert replaces in row_with_id(html, new.id)
+    assert f'Replaces <a href="{PREFIX}/{new.id}">' in row_with_id(html, newer.id)
+
+
+def test_a_key_is_rotated_once_from_the_pages(site: Site) -> None:
+    old, _ = site.create(name="Worker")
+    stale = {**hidden_fields(site.page(f"/{old.id}/rotate")), "grace": "3600"}
+    assert rotate_form(site, old.id).status_code == 201
+    (new,) = [k for k in site.key_list() if k.id != old.id]
+    # Still working for its grace period, but no longer offered for rotation.
+    assert site.get_key(old.id).status == "active"
+    detail = site.page(f"/{old.id}")
+    assert f'href="{PREFIX}/{old.id}/rotate"' not in detail
+    assert f'href="{PREFIX}/{new.id}/rotate"' in site.page(f"/{new.id}")
+    form = site.page(f"/{old.id}/rotate")
+    assert "This key was already rotated" in form and 'name="grace"' not in form
+    assert f'href="{PREFIX}/{new.id}/rotate"' in form
+    # A form opened before the rotation gets a page saying so; nothing changes.
+    response = site.client.post(f"{PREFIX}/{old.id}/rotate", data=stale)
+    assert response.status_code == 409
+    assert "KEY_ALREADY_ROTATED" in response.get_data(as_text=True)
+    assert KEY_PATTERN.search(response.get_data(as_text=True)) is None
+    assert len(site.key_list()) == 2
 
 
 def test_rotate_now_revokes_the_old_key(site: Site) -> None:

@@ -210,6 +210,9 @@ class KeyView:
     now: dt.datetime
     reminder_days: int
     usage: list[tuple[dt.date, int]] = field(default_factory=list)
+    #: The key a rotation of this one made, and the key this one replaced.
+    replaced_by: ApiKeyInfo | None = None
+    replaces: ApiKeyInfo | None = None
 
     @property
     def status_label(self) -> str:
@@ -224,9 +227,14 @@ class KeyView:
         return (self.now - self.key.created_at).days
 
     @property
+    def rotatable(self) -> bool:
+        """Usable and not rotated yet: a key has one successor at most."""
+        return self.usable and self.replaced_by is None
+
+    @property
     def rotate_due(self) -> bool:
-        """Still in use and older than ``KEYAUTH_ROTATION_REMINDER_DAYS``."""
-        return self.usable and self.age_days >= self.reminder_days
+        """Rotatable and older than ``KEYAUTH_ROTATION_REMINDER_DAYS``."""
+        return self.rotatable and self.age_days >= self.reminder_days
 
     @property
     def total_requests(self) -> int:
@@ -244,7 +252,13 @@ class KeyView:
         return charts.bar_chart(self.usage)
 
 
-def key_view(key: ApiKeyInfo, *, usage: list[tuple[dt.date, int]] | None = None) -> KeyView:
+def key_view(
+    key: ApiKeyInfo,
+    *,
+    usage: list[tuple[dt.date, int]] | None = None,
+    replaced_by: ApiKeyInfo | None = None,
+    replaces: ApiKeyInfo | None = None,
+) -> KeyView:
     state = get_state()
     now = state.service.clock()
     return KeyView(
@@ -253,7 +267,19 @@ def key_view(key: ApiKeyInfo, *, usage: list[tuple[dt.date, int]] | None = None)
         now=now,
         reminder_days=state.settings.rotation_reminder_days,
         usage=usage or [],
+        replaced_by=replaced_by,
+        replaces=replaces,
     )
+
+
+def rotations(events: list[KeyEvent]) -> dict[str, str]:
+    """Old key id -> the id of the key its rotation made, from the
+    ``rotated`` events (whose ``detail`` is the new key's id)."""
+    return {
+        event.key_id: event.detail
+        for event in events
+        if event.action == "rotated" and event.key_id and event.detail
+    }
 
 
 def render(template: str, status: int = 200, **context: Any) -> Response:
@@ -410,6 +436,16 @@ def owned_key(owner: str, key_id: str) -> ApiKeyInfo:
     return key
 
 
+def linked_key(owner: str, key_id: str | None) -> ApiKeyInfo | None:
+    """The owner's key ``key_id`` for a "replaces"/"replaced by" link, if any."""
+    if key_id is None:
+        return None
+    try:
+        return owned_key(owner, key_id)
+    except (KeyNotFound, PageError):
+        return None
+
+
 def audit_context(owner: str) -> dict[str, Any]:
     return {"actor": session_actor(owner), "remote_addr": request.remote_addr}
 
@@ -425,7 +461,19 @@ def index(owner: str) -> ResponseReturnValue:
     keys = service.list_keys(owner)
     # One query for every sparkline on the page, not one per key.
     usage = service.daily_usage_many([key.id for key in keys], USAGE_DAYS)
-    rows = [key_view(key, usage=usage[key.id]) for key in keys]
+    # Rows of the same name after a rotation point to each other.
+    by_id = {key.id: key for key in keys}
+    successor = rotations(service.events(owner))
+    predecessor = {new: old for old, new in successor.items()}
+    rows = [
+        key_view(
+            key,
+            usage=usage[key.id],
+            replaced_by=by_id.get(successor.get(key.id, "")),
+            replaces=by_id.get(predecessor.get(key.id, "")),
+        )
+        for key in keys
+    ]
     return render(
         "keyauth/index.html",
         owner=owner,
@@ -550,8 +598,18 @@ def key_page(owner: str, key_id: str) -> ResponseReturnValue:
     """One key: its details, its usage chart and its history."""
     service = get_state().service
     key = owned_key(owner, key_id)
-    view = key_view(key, usage=service.daily_usage(key.id, USAGE_DAYS))
     events = service.events(owner, key_id=key_id)
+    successor = rotations(events).get(key.id)
+    # The new key's own "created" event names the key it replaces.
+    predecessor = next(
+        (e.detail for e in reversed(events) if e.action == "created" and e.detail), None
+    )
+    view = key_view(
+        key,
+        usage=service.daily_usage(key.id, USAGE_DAYS),
+        replaced_by=linked_key(owner, successor),
+        replaces=linked_key(owner, predecessor),
+    )
     return render(
         "keyauth/detail.html",
         row=view,
@@ -613,49 +671,134 @@ def revoke_page(owner: str, key_id: str) -> ResponseReturnValue:
     return redirect(url_for(".key_page", key_id=key.id, done="revoked"), 303)
 
 
+@dataclass
+class RotateForm:
+    """The rotate form's values, as sent, and its errors by field."""
+
+    grace: str = DEFAULT_GRACE
+    expires: str = DEFAULT_ROTATE_EXPIRY
+    expires_on: str = ""
+    form_id: str = ""
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, form: Mapping[str, Any]) -> RotateForm:
+        return cls(
+            grace=str(form.get("grace", "")),
+            # A form without the field (a host's own rotate template from
+            # before it existed) asks for the default.
+            expires=str(form.get("expires", DEFAULT_ROTATE_EXPIRY)),
+            expires_on=str(form.get("expires_on", "")),
+            form_id=str(form.get("form_id", "")),
+        )
+
+    def validate(self, now: dt.datetime) -> dict[str, Any]:
+        """Fill ``errors``; return the service's ``grace`` and, unless the
+        new key keeps the old one's lifetime, ``expires_at``."""
+        arguments: dict[str, Any] = {}
+        if self.grace in GRACE_CHOICES:
+            arguments["grace"] = dt.timedelta(seconds=int(self.grace))
+        else:
+            self.errors["grace"] = "Choose when the old key stops working."
+        if self.expires != "same":
+            try:
+                arguments["expires_at"] = read_expiry(
+                    self.expires, self.expires_on, now, ROTATE_EXPIRY_CHOICES
+                )
+            except FieldError as error:
+                self.errors["expires"] = str(error)
+        return arguments
+
+
 @blueprint.route("/<key_id>/rotate", methods=["GET", "POST"])
 @page
 def rotate_page(owner: str, key_id: str) -> ResponseReturnValue:
-    """GET offers the grace periods; POST shows the new key, once."""
+    """GET offers the grace periods and the new key's expiry; POST shows
+    the new key, once."""
     service = get_state().service
-    view = key_view(owned_key(owner, key_id))
+    view = rotate_view(owner, owned_key(owner, key_id))
     if request.method != "POST":
-        form_id = issue_form_id() if view.usable else ""
-        return render_rotate(view, DEFAULT_GRACE, form_id)
-    if not view.usable:
-        raise PageError(
-            409,
-            "KEY_NOT_ACTIVE",
-            "This key cannot be rotated",
-            f"The key is {view.status_label.lower()}: create a new key instead.",
-        )
-    grace = request.form.get("grace", "")
-    form_id = request.form.get("form_id", "")
-    if grace not in GRACE_CHOICES:
-        return render_rotate(view, grace, form_id, "Choose when the old key stops working.", 400)
-    consume_form_id(form_id)
+        return render_rotate(view, RotateForm(form_id=issue_form_id() if view.rotatable else ""))
+    if not view.rotatable:
+        raise not_rotatable(view)
+    form = RotateForm.read(request.form)
+    arguments = form.validate(service.clock())
+    if form.errors:
+        return render_rotate(view, form, 400)
+    consume_form_id(form.form_id)
     try:
-        new, secret = service.rotate_key(
-            view.key.id, dt.timedelta(seconds=int(grace)), **audit_context(owner)
-        )
+        new, secret = service.rotate_key(view.key.id, **arguments, **audit_context(owner))
     except ValueError as error:
-        # Revoked or expired between the check above and now.
-        raise PageError(409, "KEY_NOT_ACTIVE", "This key cannot be rotated", str(error)) from None
+        # Revoked, expired or rotated since the check above, or an expiry
+        # the service refuses (the clock moved past it, a maximum lifetime).
+        view = rotate_view(owner, service.get_key(view.key.id))
+        if not view.rotatable:
+            raise not_rotatable(view) from None
+        form.errors["form"] = str(error)
+        form.form_id = issue_form_id()
+        return render_rotate(view, form, 400)
     old = key_view(service.get_key(view.key.id))
     return no_store(
         render("keyauth/created.html", 201, key=key_view(new), secret=secret, previous=old)
     )
 
 
-def render_rotate(
-    view: KeyView, grace: str, form_id: str, error: str = "", status: int = 200
-) -> Response:
+def rotate_view(owner: str, key: ApiKeyInfo) -> KeyView:
+    """``key`` as the rotate page shows it: with its successor, if any."""
+    successor = rotations(get_state().service.events(owner, key_id=key.id)).get(key.id)
+    return key_view(key, replaced_by=linked_key(owner, successor))
+
+
+def not_rotatable(view: KeyView) -> PageError:
+    if view.usable:
+        return PageError(
+            409,
+            "KEY_ALREADY_ROTATED",
+            "This key was already rotated",
+            "A key is rotated once: rotate its replacement instead.",
+        )
+    return PageError(
+        409,
+        "KEY_NOT_ACTIVE",
+        "This key cannot be rotated",
+        f"The key is {view.status_label.lower()}: create a new key instead.",
+    )
+
+
+def grace_ends(view: KeyView) -> list[tuple[str, str, dt.datetime | None]]:
+    """Each grace choice with the moment the old key stops working: now +
+    grace, or the old key's own expiry when that comes first (SPEC §11)."""
+    choices: list[tuple[str, str, dt.datetime | None]] = []
+    for value, label in GRACE_CHOICES.items():
+        end: dt.datetime | None = None
+        if value != "0":
+            end = view.now + dt.timedelta(seconds=int(value))
+            if view.key.expires_at is not None:
+                end = min(end, view.key.expires_at)
+        choices.append((value, label, end))
+    return choices
+
+
+def lifetime(key: ApiKeyInfo) -> str | None:
+    """How long ``key`` was made to live (``30 days``); ``None``: for ever."""
+    if key.expires_at is None:
+        return None
+    return duration((key.expires_at - key.created_at).total_seconds())
+
+
+def render_rotate(view: KeyView, form: RotateForm, status: int = 200) -> Response:
     return render(
         "keyauth/rotate.html",
         status,
         row=view,
-        grace=grace,
-        grace_choices=list(GRACE_CHOICES.items()),
-        form_id=form_id,
-        error=error,
+        form=form,
+        grace_choices=grace_ends(view),
+        # "Never" is the same lifetime already when the old key never expires.
+        expiry_choices=[
+            (choice, expiry_label(choice))
+            for choice in ROTATE_EXPIRY_CHOICES
+            if choice != "never" or view.key.expires_at is not None
+        ],
+        old_lifetime=lifetime(view.key),
+        min_date=view.now.date().isoformat(),
     )

@@ -128,7 +128,7 @@ def test_create_use_and_revoke_a_key(
         page.goto(keys_url)
         html = page.content()
         assert secret not in html
-        assert html.count("Production server") == 1
+        assert page.locator("tbody tr", has_text="Production server").count() == 1
 
         # Use it over real HTTP.
         for _ in range(3):
@@ -142,7 +142,7 @@ def test_create_use_and_revoke_a_key(
         shot("keys-list")
 
         # Its page: the usage chart shows today's 3 requests.
-        row.get_by_role("link", name="Production server").click()
+        row.get_by_role("link", name="Production server", exact=True).click()
         key_url = page.url
         today = demo_server.app.extensions["keyauth"].service.clock().date().isoformat()
         assert page.locator(".ka-chart--narrow").is_hidden()
@@ -197,3 +197,52 @@ def test_create_use_and_revoke_a_key(
         DOCS.mkdir(exist_ok=True)
         shutil.copyfile(artifacts / "05-keys-list.png", DOCS / "keys-page.png")
         shutil.copyfile(artifacts / "03-key-created.png", DOCS / "key-created.png")
+
+
+def test_without_javascript_nothing_shows_that_does_nothing(
+    browser: Any, demo_server: LiveServer, artifacts: Path
+) -> None:
+    """No script: no copy button (its hidden attribute wins over the
+    stylesheet), the key itself selectable, every row a visible link to its
+    key's page, and rotation still offers an expiry."""
+    base = demo_server.url
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, java_script_enabled=False
+    )
+    page = context.new_page()
+    try:
+        page.goto(f"{base}/settings/api-keys/")
+        page.get_by_label("Organisation id").fill("acme")
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{base}/settings/api-keys/")
+
+        page.get_by_role("link", name="Create API key").first.click()
+        page.get_by_label("Name", exact=True).fill("No script")
+        page.get_by_role("button", name="Create key").click()
+        page.wait_for_load_state()
+        secret = page.locator("#ka-secret").inner_text().strip()
+        assert KEY_PATTERN.match(secret), secret
+        copy = page.locator(".ka-secret__copy")
+        assert copy.count() == 1 and copy.is_hidden()
+        page.screenshot(path=str(artifacts / "no-script-key-created.png"))
+
+        page.get_by_role("link", name="I have saved my key").click()
+        details = page.locator("tr", has_text="No script").locator("a.ka-rowlink")
+        assert details.is_visible() and details.inner_text().startswith("Details")
+        details.click()
+        assert page.get_by_role("heading", name="No script").is_visible()
+
+        page.get_by_role("link", name="Rotate").click()
+        assert page.get_by_label("Same lifetime as the old key").is_checked()
+        page.get_by_label("30 days").check()
+        page.get_by_role("button", name="Rotate key").click()
+        page.wait_for_load_state()
+        assert page.get_by_role("heading", name="API key rotated").is_visible()
+        assert page.locator(".ka-secret__copy").is_hidden()
+        page.get_by_role("link", name="I have saved my key").click()
+        rows = page.locator("tr", has_text="No script")
+        assert rows.count() == 2
+        assert rows.filter(has_text="Replaced by").count() == 1
+        assert rows.filter(has_text="Replaces").count() == 1
+    finally:
+        context.close()
