@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -28,6 +29,7 @@ from .errors import (
     ExpiredApiKey,
     HttpsRequired,
     InvalidApiKey,
+    IpNotAllowed,
     MissingApiKey,
     StorageUnavailable,
 )
@@ -89,6 +91,19 @@ def environ_key(name: str) -> str:
     return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
 
 
+def allowed_from(key: ApiKeyInfo, remote_addr: str | None) -> bool:
+    """Whether the key may be used from this address (``allowed_ips``)."""
+    if not key.allowed_ips:
+        return True
+    try:
+        address = ipaddress.ip_address((remote_addr or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in ipaddress.ip_network(block) for block in key.allowed_ips)
+
+
 class Authenticator:
     """Authenticates requests of one app (``state.auth``)."""
 
@@ -132,12 +147,19 @@ class Authenticator:
             self.limits.throttle_check(address)
         elif entry is not None and entry.info.revoked_at is not None:
             self._refuse(address)  # revocation is for ever: no need to ask
-        elif entry is not None and entry.stamps is not None and self._trusted(entry):
+        elif (
+            entry is not None
+            and entry.stamps is not None
+            and self._trusted(entry)
+            and allowed_from(entry.info, environ.get("REMOTE_ADDR"))
+        ):
             fresh, counted = self.limits.check(entry.info, entry.limits, entry.stamps, cost or 0)
             if fresh:
                 return self._accept(entry, counted if cost else None)
 
         entry = self._read(key, text, address, entry)
+        if not allowed_from(entry.info, environ.get("REMOTE_ADDR")):
+            raise IpNotAllowed()  # authenticated, so no failed attempt; not counted
         charge = self.limits.spend(entry.info, entry.limits, cost) if cost else None
         return self._accept(entry, charge)
 
@@ -145,7 +167,8 @@ class Authenticator:
         """Whether the cached row may stand, subject to its stamps."""
         expires_at = entry.info.expires_at
         return (
-            time.monotonic() - entry.read_at < self.settings.row_max_age
+            entry.info.disabled_at is None
+            and time.monotonic() - entry.read_at < self.settings.row_max_age
             and (expires_at is None or self.service.clock() < expires_at)
         )
 
@@ -187,7 +210,7 @@ class Authenticator:
             info, limits, secret_hash, self.cache.digest(secret_hash, text), stamps, read_at
         )
         self.cache.put(key.key_id, entry)
-        if record.is_revoked:
+        if record.is_revoked or record.disabled_at is not None:
             self._refuse(address)
         if record.is_expired(now):
             raise ExpiredApiKey(details={"expired_at": isoformat(record.expires_at)})

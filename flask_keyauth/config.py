@@ -16,7 +16,8 @@ from .plans import parse_limits, split_limits
 
 #: The first part of every key: ``sk`` gives ``sk_live_…`` and ``sk_test_…``.
 KEY_PREFIX = "sk"
-#: Scope name -> scopes it implies. Hosts add their own, e.g. ``"webhook": []``.
+#: Scope name -> scopes it implies, or ``{"implies": [...], "description":
+#: "..."}``. Hosts add their own, e.g. ``"webhook": []``.
 SCOPES: dict[str, list[str]] = {"read": [], "write": ["read"], "admin": ["write"]}
 #: Environments whose keys this deployment accepts; drop ``"live"`` on
 #: developer machines.
@@ -72,6 +73,9 @@ ARGON2_MAX_CONCURRENT: int | None = None
 #: Keys an owner may hold that are not revoked; past it, creating one is a
 #: 409 ``KEY_LIMIT_REACHED`` (``ValueError`` in the service API).
 MAX_KEYS_PER_OWNER = 100
+#: When set, every new key expires within this many days (no expiry given:
+#: the most; a later one is refused).
+MAX_LIFETIME_DAYS: int | None = None
 
 DEFAULTS: dict[str, Any] = {
     f"KEYAUTH_{name}": value
@@ -93,6 +97,7 @@ class Settings:
 
     key_prefix: str
     scopes: Mapping[str, frozenset[str]]  # scope -> every scope it grants
+    scope_descriptions: Mapping[str, str]
     environments_accepted: frozenset[str]
     plans: Mapping[str, tuple[str, ...] | None]
     default_plan: str
@@ -112,6 +117,7 @@ class Settings:
     failed_auth_ipv6_prefix: int
     argon2_max_concurrent: int
     max_keys_per_owner: int
+    max_lifetime_days: int | None
 
     def expand(self, scopes: frozenset[str] | tuple[str, ...]) -> frozenset[str]:
         """Every scope the given scopes grant, implied ones included."""
@@ -170,20 +176,44 @@ def _valid_scope_name(scope: Any) -> bool:
     )
 
 
-def _scopes(config: Mapping[str, Any]) -> dict[str, frozenset[str]]:
-    implies = config["KEYAUTH_SCOPES"]
-    if not isinstance(implies, Mapping) or not implies:
+def _scope_entry(scope: Any, entry: Any) -> tuple[list[str], str]:
+    """A scope's implied scopes and description, from either form."""
+    if isinstance(entry, Mapping):
+        unknown = set(entry) - {"implies", "description"}
+        description = entry.get("description", "")
+        if unknown or not isinstance(description, str):
+            raise _fail(
+                "SCOPES", f"scope {scope!r} takes {{'implies': [...], 'description': '...'}}"
+            )
+        entry = entry.get("implies", [])
+    else:
+        description = ""
+    if isinstance(entry, str) or not isinstance(entry, Iterable):
+        raise _fail("SCOPES", f"scope {scope!r} must imply a list of known scopes")
+    return list(entry), description
+
+
+def _scopes(config: Mapping[str, Any]) -> tuple[dict[str, frozenset[str]], dict[str, str]]:
+    """Scope -> every scope it grants, and scope -> its description."""
+    raw = config["KEYAUTH_SCOPES"]
+    if not isinstance(raw, Mapping) or not raw:
         raise _fail("SCOPES", "must be a non-empty mapping of scope -> implied scopes")
-    for scope, implied in implies.items():
+    implies: dict[str, list[str]] = {}
+    descriptions: dict[str, str] = {}
+    for scope, entry in raw.items():
         if not _valid_scope_name(scope):
             raise _fail("SCOPES", f"has an invalid scope name {scope!r}")
-        if (
-            isinstance(implied, str)
-            or not isinstance(implied, Iterable)
-            or not all(i in implies for i in implied)
-        ):
+        implies[scope], descriptions[scope] = _scope_entry(scope, entry)
+    for scope, implied in implies.items():
+        if not all(i in implies for i in implied):
             raise _fail("SCOPES", f"scope {scope!r} must imply a list of known scopes")
-    return _closure({s: list(i) for s, i in implies.items()})
+    return _closure(implies), descriptions
+
+
+def _max_lifetime(config: Mapping[str, Any]) -> int | None:
+    if config["KEYAUTH_MAX_LIFETIME_DAYS"] is None:
+        return None
+    return _int(config, "MAX_LIFETIME_DAYS", 1)
 
 
 def _environments(config: Mapping[str, Any]) -> frozenset[str]:
@@ -271,9 +301,11 @@ def _memory_cost(config: Mapping[str, Any]) -> int:
 def load(config: Mapping[str, Any]) -> Settings:
     """Read and check the ``KEYAUTH_*`` settings of an app's config."""
     plans = _plans(config)
+    scopes, descriptions = _scopes(config)
     return Settings(
         key_prefix=_prefix(config),
-        scopes=_scopes(config),
+        scopes=scopes,
+        scope_descriptions=descriptions,
         environments_accepted=_environments(config),
         plans=plans,
         default_plan=_default_plan(config, plans),
@@ -293,6 +325,7 @@ def load(config: Mapping[str, Any]) -> Settings:
         failed_auth_ipv6_prefix=_ipv6_prefix(config),
         argon2_max_concurrent=_max_concurrent(config),
         max_keys_per_owner=_int(config, "MAX_KEYS_PER_OWNER", 1),
+        max_lifetime_days=_max_lifetime(config),
     )
 
 

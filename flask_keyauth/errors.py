@@ -130,6 +130,12 @@ class InsufficientScope(KeyAuthError, Forbidden):
     default_message = "The API key lacks a scope this request requires."
 
 
+class IpNotAllowed(KeyAuthError, Forbidden):
+    code = 403
+    code_name = "IP_NOT_ALLOWED"
+    default_message = "This API key may not be used from this address."
+
+
 class HttpsRequired(KeyAuthError, Forbidden):
     code = 403
     code_name = "HTTPS_REQUIRED"

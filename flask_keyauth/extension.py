@@ -85,6 +85,8 @@ class KeyAuth:
         self._apps_served = 0
         self.owner_loader_callback: OwnerLoader | None = None
         self.error_handler_callback: ErrorHandler | None = None
+        self.actor_loader_callback: OwnerLoader | None = None
+        self.role_loader_callback: OwnerLoader | None = None
         if app is not None:
             self.init_app(app, db=db, limiter=limiter)
 
@@ -159,6 +161,38 @@ class KeyAuth:
         """
         self.owner_loader_callback = callback
         return callback
+
+    def actor_loader(self, callback: OL) -> OL:
+        """Register the function that returns the person acting in this
+        browser session (e.g. ``current_user.email``), or ``None``: events
+        record them as ``actor`` and keys as ``created_by``.
+
+        >>> @keyauth.actor_loader
+        ... def who():
+        ...     return current_user.email
+        """
+        self.actor_loader_callback = callback
+        return callback
+
+    def role_loader(self, callback: OL) -> OL:
+        """Register the function that returns ``"manager"`` (the default) or
+        ``"viewer"`` for this browser session: a viewer sees keys, usage and
+        events but changes nothing (403 ``FORBIDDEN`` from the API)."""
+        self.role_loader_callback = callback
+        return callback
+
+    def current_actor(self) -> str | None:
+        """The person of this browser session, from ``actor_loader``."""
+        if self.actor_loader_callback is None:
+            return None
+        actor = self.actor_loader_callback()
+        return str(actor) if actor not in (None, "") else None
+
+    def current_role(self) -> str:
+        """``"manager"`` or ``"viewer"``; anything else is read as a viewer."""
+        if self.role_loader_callback is None:
+            return "manager"
+        return "manager" if self.role_loader_callback() in (None, "manager") else "viewer"
 
     def error_handler(self, callback: EH) -> EH:
         """Register ``f(error: KeyAuthError) -> response`` to build error

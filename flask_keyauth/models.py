@@ -8,8 +8,10 @@ host's ``db.metadata`` when it passes its Flask-SQLAlchemy ``db`` (so
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
-from dataclasses import dataclass, fields
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +21,10 @@ from . import keys
 
 UTC = dt.timezone.utc
 NAME_MAX = 128
+#: The longest actor recorded; longer ones are cut with a marker.
+ACTOR_MAX = 255
+#: The longest description of a key.
+DESCRIPTION_MAX = 1000
 
 
 def utcnow() -> dt.datetime:
@@ -120,6 +126,13 @@ def define_tables(metadata: sa.MetaData) -> Tables:
         sa.Column("expires_at", UTCDateTime(), nullable=True),
         sa.Column("revoked_at", UTCDateTime(), nullable=True),
         sa.Column("last_used_at", UTCDateTime(), nullable=True),
+        # Who created it (the actor), what it is for, and the host's labels.
+        sa.Column("created_by", sa.String(ACTOR_MAX), nullable=True),
+        sa.Column("description", sa.String(DESCRIPTION_MAX), nullable=True),
+        sa.Column("metadata", sa.Text, nullable=True),  # a JSON object of strings
+        # Addresses and networks the key may be used from (space-separated).
+        sa.Column("allowed_ips", sa.String(2048), nullable=True),
+        sa.Column("disabled_at", UTCDateTime(), nullable=True),
         # The key's own limits (same notation as a plan), beside its owner's.
         sa.Column("limits", sa.String(512), nullable=True),
         # The key this one replaced; unique: a key has one successor at most.
@@ -140,7 +153,7 @@ def define_tables(metadata: sa.MetaData) -> Tables:
         sa.Column("owner_id", sa.String(255), nullable=False),
         sa.Column("key_id", sa.String(keys.ID_LENGTH), nullable=True),
         sa.Column("action", sa.String(32), nullable=False),
-        sa.Column("actor", sa.String(255), nullable=True),
+        sa.Column("actor", sa.String(ACTOR_MAX), nullable=True),
         sa.Column("remote_addr", sa.String(64), nullable=True),
         sa.Column("detail", sa.String(512), nullable=True),
         sa.Column("at", UTCDateTime(), nullable=False),
@@ -154,6 +167,16 @@ def define_tables(metadata: sa.MetaData) -> Tables:
         sa.Column("requests", sa.Integer, nullable=False, default=0),
     )
     return Tables(api_keys, owners, events, usage)
+
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def load_metadata(text: str | None) -> Mapping[str, str]:
+    """A key's stored metadata as a read-only mapping."""
+    if not text:
+        return _EMPTY
+    return MappingProxyType(json.loads(text))
 
 
 def join_scopes(scopes: Iterable[str]) -> str:
@@ -189,6 +212,17 @@ class ApiKeyInfo:
     last_used_at: dt.datetime | None
     #: The key's own limits (beside its owner's plan), or ``None``.
     limits: str | None = None
+    #: Who created it: a person (``@keyauth.actor_loader``), ``session:<owner>``,
+    #: ``key:<id>``, ``cli``, or ``None`` (host code).
+    created_by: str | None = None
+    description: str | None = None
+    #: The host's labels: a read-only mapping of strings.
+    metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
+    #: Addresses and networks the key may be used from; empty: anywhere.
+    allowed_ips: tuple[str, ...] = ()
+    disabled_at: dt.datetime | None = None
+    #: The id of the key this one replaced (by a rotation), or ``None``.
+    rotated_from: str | None = None
 
     def has_scopes(self, *scopes: str) -> bool:
         return all(scope in self.scopes for scope in scopes)
@@ -207,6 +241,10 @@ class ApiKeyInfo:
             "revoked_at": isoformat(self.revoked_at),
             "last_used_at": isoformat(self.last_used_at),
             "limits": self.limits,
+            "created_by": self.created_by,
+            "description": self.description,
+            "metadata": dict(self.metadata),
+            "allowed_ips": list(self.allowed_ips),
         }
 
 
@@ -261,6 +299,12 @@ class KeyRecord:
     revoked_at: dt.datetime | None
     last_used_at: dt.datetime | None
     limits: str | None = None
+    created_by: str | None = None
+    description: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
+    allowed_ips: tuple[str, ...] = ()
+    disabled_at: dt.datetime | None = None
+    rotated_from: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> KeyRecord:
@@ -278,6 +322,12 @@ class KeyRecord:
             revoked_at=row.revoked_at,
             last_used_at=row.last_used_at,
             limits=getattr(row, "limits", None),
+            created_by=getattr(row, "created_by", None),
+            description=getattr(row, "description", None),
+            metadata=load_metadata(getattr(row, "metadata", None)),
+            allowed_ips=tuple((getattr(row, "allowed_ips", None) or "").split()),
+            disabled_at=getattr(row, "disabled_at", None),
+            rotated_from=getattr(row, "rotated_from", None),
         )
 
     @property
@@ -293,6 +343,8 @@ class KeyRecord:
             return "revoked"
         if self.is_expired(now):
             return "expired"
+        if self.disabled_at is not None:
+            return "disabled"
         return "active"
 
     @property
@@ -323,4 +375,10 @@ class KeyRecord:
                 (t for t in (self.last_used_at, last_used_at) if t is not None), default=None
             ),
             limits=self.limits,
+            created_by=self.created_by,
+            description=self.description,
+            metadata=self.metadata,
+            allowed_ips=self.allowed_ips,
+            disabled_at=self.disabled_at,
+            rotated_from=self.rotated_from,
         )

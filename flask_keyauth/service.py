@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import ipaddress
+import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -20,6 +22,8 @@ from .config import Settings
 from .errors import KeyNotFound, StorageUnavailable
 from .hashing import Hasher
 from .models import (
+    ACTOR_MAX,
+    DESCRIPTION_MAX,
     NAME_MAX,
     ApiKeyInfo,
     KeyEvent,
@@ -47,7 +51,31 @@ _UNSET: Any = object()
 
 
 #: What a change of each field is recorded as.
-UPDATE_EVENTS = {"name": "renamed", "expires_at": "expiry_changed", "limits": "limits_changed"}
+UPDATE_EVENTS = {
+    "name": "renamed",
+    "expires_at": "expiry_changed",
+    "limits": "limits_changed",
+    "description": "details_changed",
+    "metadata": "details_changed",
+    "allowed_ips": "allowed_ips_changed",
+}
+#: Every action an event may record.
+EVENT_ACTIONS = (
+    "created", *dict.fromkeys(UPDATE_EVENTS.values()), "revoked", "rotated", "disabled",
+    "enabled", "plan_changed",
+)
+
+
+def _change_detail(field: str, old: Any, new: Any) -> str | None:
+    """What an event of a changed field says: the old and new name, the new
+    expiry, limits or networks."""
+    if field == "name":
+        return f"{old} → {new}"
+    if field == "expires_at":
+        return isoformat(new) or "never"
+    if field in ("limits", "allowed_ips"):
+        return new or "none"
+    return field
 
 
 class KeyLimitReached(ValueError):
@@ -94,6 +122,65 @@ def check_name(name: Any) -> str:
     return name
 
 
+#: The largest metadata, encoded as JSON.
+METADATA_MAX_BYTES = 4096
+#: The most addresses and networks one key may allow.
+ALLOWED_IPS_MAX = 64
+
+
+def check_actor(actor: Any) -> str | None:
+    """An actor as recorded: any text, cut with a marker past the column."""
+    if actor is None:
+        return None
+    text = "".join(c if c.isprintable() else "\ufffd" for c in str(actor))
+    return text if len(text) <= ACTOR_MAX else text[: ACTOR_MAX - 1] + "…"
+
+
+def check_description(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("description must be a string")
+    if len(value) > DESCRIPTION_MAX:
+        raise ValueError(f"description must be at most {DESCRIPTION_MAX} characters")
+    if "\x00" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise ValueError("description must not contain NUL characters or lone surrogates")
+    return value or None
+
+
+def check_metadata(value: Any) -> str | None:
+    """Metadata as stored: a JSON object of string values, 4 KiB at most."""
+    if value is None or value == {}:
+        return None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("metadata must be an object whose keys and values are strings")
+    text: str = json.dumps(dict(value), ensure_ascii=False, sort_keys=True)
+    if len(text.encode()) > METADATA_MAX_BYTES:
+        raise ValueError(f"metadata must be at most {METADATA_MAX_BYTES} bytes as JSON")
+    return text
+
+
+def check_allowed_ips(value: Any) -> str | None:
+    """Addresses and CIDR blocks as stored (space-separated, normalised)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValueError("allowed_ips must be a list of addresses or CIDR blocks")
+    found: list[str] = []
+    for entry in value:
+        try:
+            network = ipaddress.ip_network(str(entry).strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"allowed_ips: {entry!r} is not an address or CIDR block") from None
+        if str(network) not in found:
+            found.append(str(network))
+    if len(found) > ALLOWED_IPS_MAX:
+        raise ValueError(f"allowed_ips holds at most {ALLOWED_IPS_MAX} entries")
+    return " ".join(found) or None
+
+
 class KeyService:
     def __init__(
         self,
@@ -136,8 +223,20 @@ class KeyService:
         return tuple(sorted(set(scopes)))
 
     def check_expiry(self, expires_at: Any) -> dt.datetime | None:
+        """An expiry for a new key (``None``: never, or the most that
+        ``KEYAUTH_MAX_LIFETIME_DAYS`` allows)."""
+        most = self.settings.max_lifetime_days
+        latest = self.clock() + dt.timedelta(days=most) if most is not None else None
         if expires_at is None:
-            return None
+            return latest
+        checked = self._check_future(expires_at)
+        if latest is not None and checked > latest:
+            raise ValueError(
+                f"expires_at must be within {most} days (KEYAUTH_MAX_LIFETIME_DAYS)"
+            )
+        return checked
+
+    def _check_future(self, expires_at: Any) -> dt.datetime:
         if not isinstance(expires_at, dt.datetime):
             raise ValueError("expires_at must be a datetime or None")
         checked = as_utc(expires_at)
@@ -312,7 +411,7 @@ class KeyService:
                 owner_id=owner_id,
                 key_id=key_id,
                 action=action,
-                actor=actor,
+                actor=check_actor(actor),
                 remote_addr=remote_addr,
                 # The column holds 512 characters; a plan's limits may not.
                 detail=detail if detail is None or len(detail) <= 512 else detail[:511] + "…",
@@ -329,7 +428,7 @@ class KeyService:
         environment: str,
         expires_at: dt.datetime | None,
         rotated_from: str | None = None,
-        limits: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> tuple[KeyRecord, keys.ParsedKey]:
         # The key stays a ParsedKey, whose repr hides the secret, until it is
         # returned: a frame an error reporter captures shows no secret.
@@ -348,7 +447,13 @@ class KeyService:
             "revoked_at": None,
             "last_used_at": None,
             "rotated_from": rotated_from,
-            "limits": limits,
+            "limits": None,
+            "created_by": None,
+            "description": None,
+            "metadata": None,
+            "allowed_ips": None,
+            "disabled_at": None,
+            **(extra or {}),
         }
         conn.execute(sa.insert(self.store.tables.keys).values(**values))
         record = KeyRecord.from_row(_Row(values))
@@ -363,6 +468,9 @@ class KeyService:
         expires_at: dt.datetime | None = None,
         *,
         limits: str | None = None,
+        description: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        allowed_ips: Iterable[str] | None = None,
         actor: str | None = None,
         remote_addr: str | None = None,
     ) -> tuple[ApiKeyInfo, str]:
@@ -378,12 +486,18 @@ class KeyService:
         if environment not in keys.ENVIRONMENTS:
             raise ValueError(f"environment must be 'live' or 'test', not {environment!r}")
         checked_expiry = self.check_expiry(expires_at)
-        checked_limits = None if limits is None else self.check_limits(limits)
+        extra = {
+            "limits": None if limits is None else self.check_limits(limits),
+            "description": check_description(description),
+            "metadata": check_metadata(metadata),
+            "allowed_ips": check_allowed_ips(allowed_ips),
+            "created_by": check_actor(actor),
+        }
+        actor = extra["created_by"]
         with self.store.engine.begin() as conn:
             self._check_room(conn, owner_id)
             record, key = self._insert_key(
-                conn, owner_id, name, checked_scopes, environment, checked_expiry,
-                limits=checked_limits,
+                conn, owner_id, name, checked_scopes, environment, checked_expiry, extra=extra
             )
             self._event(conn, owner_id, record.key_id, "created", actor, remote_addr)
             plan, _ = self._owner_plan(conn, owner_id)
@@ -408,41 +522,49 @@ class KeyService:
         self,
         key_id: str,
         *,
-        name: str = _UNSET,
-        expires_at: dt.datetime | None = _UNSET,
-        limits: str | None = _UNSET,
         actor: str | None = None,
         remote_addr: str | None = None,
+        **changes: Any,
     ) -> ApiKeyInfo:
-        """Rename a key, change its expiry or its own limits (``None``
-        clears either)."""
-        values: dict[str, Any] = {}
-        if name is not _UNSET:
-            values["name"] = check_name(name)
-        if expires_at is not _UNSET:
-            values["expires_at"] = self.check_expiry(expires_at)
-        if limits is not _UNSET:
-            values["limits"] = None if limits is None else self.check_limits(limits)
+        """Change a key: ``name``, ``expires_at``, ``limits``, ``description``,
+        ``metadata`` or ``allowed_ips`` (``None`` clears any but the name).
+        A revoked, expired or disabled key cannot be changed."""
+        values = self._checked_changes(changes)
         t = self.store.tables.keys
         with self.store.engine.begin() as conn:
             record = self._record(conn, key_id)
             status = record.status(self.clock())
             if values and status != "active":
                 raise ValueError(f"key {key_id} is {status}: it cannot be changed")
+            before = conn.execute(sa.select(t).where(t.c.key_id == key_id)).mappings().one()
             if values:
                 conn.execute(sa.update(t).where(t.c.key_id == key_id).values(**values))
-            for field, action in UPDATE_EVENTS.items():
-                if field in values and values[field] != getattr(record, field):
-                    detail = values[field] if field != "expires_at" else isoformat(values[field])
-                    self._event(
-                        conn, record.owner_id, key_id, action, actor, remote_addr,
-                        detail or "never" if field != "name" else None,
-                    )
+            recorded: set[str] = set()
+            for field, value in values.items():
+                action = UPDATE_EVENTS[field]
+                if value != before.get(field) and action not in recorded:
+                    recorded.add(action)
+                    detail = _change_detail(field, getattr(record, field, None), value)
+                    self._event(conn, record.owner_id, key_id, action, actor, remote_addr, detail)
             record = self._record(conn, key_id)
             plan, _ = self._owner_plan(conn, record.owner_id)
         if values:
             self._changed(record.owner_id, key_id)
         return self._info(record, plan)
+
+    def _checked_changes(self, changes: dict[str, Any]) -> dict[str, Any]:
+        checks: dict[str, Callable[[Any], Any]] = {
+            "name": check_name,
+            "expires_at": self.check_expiry,
+            "limits": lambda v: None if v is None else self.check_limits(v),
+            "description": check_description,
+            "metadata": check_metadata,
+            "allowed_ips": check_allowed_ips,
+        }
+        unknown = set(changes) - set(checks)
+        if unknown:
+            raise TypeError(f"update_key() got unknown fields {sorted(unknown)}")
+        return {field: checks[field](value) for field, value in changes.items()}
 
     def revoke_key(
         self, key_id: str, *, actor: str | None = None, remote_addr: str | None = None
@@ -502,7 +624,7 @@ class KeyService:
             raise ValueError("grace is too long: it ends past the year 9999") from None
         try:
             with self.store.engine.begin() as conn:
-                old, new, key = self._replace(conn, key_id, now, end, checked_expiry)
+                old, new, key = self._replace(conn, key_id, now, end, checked_expiry, actor)
                 self._event(conn, old.owner_id, key_id, "rotated", actor, remote_addr, new.key_id)
                 self._event(conn, old.owner_id, new.key_id, "created", actor, remote_addr, key_id)
                 old = self._record(conn, key_id)
@@ -526,6 +648,7 @@ class KeyService:
         now: dt.datetime,
         end: dt.datetime,
         expires_at: dt.datetime | None,
+        actor: str | None,
     ) -> tuple[KeyRecord, KeyRecord, keys.ParsedKey]:
         """Shorten (or end) the old key's life and insert its successor."""
         t = self.store.tables.keys
@@ -540,6 +663,9 @@ class KeyService:
         if expires_at is _UNSET:
             lifetime = old.expires_at - old.created_at if old.expires_at else None
             expires_at = now + lifetime if lifetime else None
+            latest = self.check_expiry(None)  # KEYAUTH_MAX_LIFETIME_DAYS, if set
+            if latest is not None and (expires_at is None or expires_at > latest):
+                expires_at = latest
         if end == now:
             change: dict[str, Any] = {"revoked_at": now}
         else:
@@ -547,11 +673,50 @@ class KeyService:
         conn.execute(
             sa.update(t).where(t.c.key_id == key_id, t.c.revoked_at.is_(None)).values(**change)
         )
+        stored = conn.execute(sa.select(t).where(t.c.key_id == key_id)).mappings().one()
+        kept = {name: stored[name] for name in ("limits", "description", "metadata",
+                                                 "allowed_ips")}
         new, key = self._insert_key(
             conn, old.owner_id, old.name, old.scopes, old.environment, expires_at, key_id,
-            old.limits,
+            {**kept, "created_by": check_actor(actor)},
         )
         return old, new, key
+
+    def disable_key(
+        self, key_id: str, *, actor: str | None = None, remote_addr: str | None = None
+    ) -> ApiKeyInfo:
+        """Switch a key off until :meth:`enable_key`: refused (401) on the next
+        request in every process. Revocation, unlike this, is for ever."""
+        return self._switch(key_id, True, actor, remote_addr)
+
+    def enable_key(
+        self, key_id: str, *, actor: str | None = None, remote_addr: str | None = None
+    ) -> ApiKeyInfo:
+        """Switch a disabled key back on, at once in every process."""
+        return self._switch(key_id, False, actor, remote_addr)
+
+    def _switch(
+        self, key_id: str, off: bool, actor: str | None, remote_addr: str | None
+    ) -> ApiKeyInfo:
+        t = self.store.tables.keys
+        with self.store.engine.begin() as conn:
+            record = self._record(conn, key_id)
+            if record.is_revoked:
+                raise ValueError(f"key {key_id} is revoked: it cannot be switched on or off")
+            if (record.disabled_at is not None) != off:
+                conn.execute(
+                    sa.update(t)
+                    .where(t.c.key_id == key_id)
+                    .values(disabled_at=self.clock() if off else None)
+                )
+                action = "disabled" if off else "enabled"
+                self._event(conn, record.owner_id, key_id, action, actor, remote_addr)
+            record = self._record(conn, key_id)
+            plan, _ = self._owner_plan(conn, record.owner_id)
+        # Also when nothing changed: a retry after a failed notice tells every
+        # process again.
+        self._changed(record.owner_id, key_id)
+        return self._info(record, plan)
 
     def set_plan(
         self,

@@ -41,6 +41,10 @@ KEY_FIELDS = {
     "revoked_at",
     "last_used_at",
     "limits",
+    "created_by",
+    "description",
+    "metadata",
+    "allowed_ips",
 }
 SECRET = re.compile(r"sk_(live|test)_[0-9A-Za-z]{50}")
 UNKNOWN_ID = "A" * 12
@@ -715,6 +719,8 @@ def test_whoami_reports_without_spending(host: Host) -> None:
         "permissions": ["read", "write"],
         "key_type": "test",
         "plan": "free",
+        "created_by": None,
+        "scope_descriptions": {"read": "", "write": ""},
         "rate_limits": body["rate_limits"],
     }
     windows = body["rate_limits"]

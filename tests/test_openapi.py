@@ -204,7 +204,7 @@ def test_document_paths_are_the_blueprint_api_routes(
     documented = {(path, method) for path, item in doc["paths"].items() for method in item}
     routes = rules_of(app, PREFIX)
     assert documented == routes
-    assert len(routes) == 10
+    assert len(routes) == 12
     # Every API endpoint is a route.
     endpoints = {r.endpoint.rpartition(".")[2] for r in app.url_map.iter_rules()}
     assert endpoints >= api.API_ENDPOINTS

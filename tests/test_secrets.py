@@ -195,5 +195,6 @@ def test_service_results_hold_no_secret(app_factory: AppFactory) -> None:
     assert "$argon2" not in blob
     assert set(info.to_dict()) == {
         "id", "name", "redacted", "scopes", "environment", "status", "created_at",
-        "expires_at", "revoked_at", "last_used_at", "limits",
+        "expires_at", "revoked_at", "last_used_at", "limits", "created_by", "description",
+        "metadata", "allowed_ips",
     }

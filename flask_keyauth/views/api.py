@@ -35,10 +35,24 @@ from ..errors import (
     ValidationError,
 )
 from ..models import NAME_MAX, UTC, ApiKeyInfo
-from ..service import USAGE_DAYS_MAX, KeyLimitReached, is_plain_text
+from ..service import (
+    USAGE_DAYS_MAX,
+    KeyLimitReached,
+    check_allowed_ips,
+    check_description,
+    check_metadata,
+    is_plain_text,
+)
 from ..store import is_unavailable, unavailable
 from . import blueprint
-from .common import SAFE_METHODS, check_csrf, key_actor, session_actor, session_owner
+from .common import (
+    SAFE_METHODS,
+    check_csrf,
+    key_actor,
+    session_actor,
+    session_may_change,
+    session_owner,
+)
 
 #: The scope a key needs to manage its owner's keys.
 MANAGE_SCOPE = "admin"
@@ -57,10 +71,12 @@ DEFAULT_USAGE_DAYS = 30
 TIMESTAMP_MAX = 64
 
 #: The fields each request body may carry; anything else is a 400.
+#: Fields whose rule is the service's own (its checker's ValueError is a 400).
+OPTIONAL_FIELDS = ("limits", "description", "metadata", "allowed_ips")
 CREATE_FIELDS = frozenset(
-    {"name", "scopes", "environment", "expires_at", "expires_in_days", "limits"}
+    {"name", "scopes", "environment", "expires_at", "expires_in_days", *OPTIONAL_FIELDS}
 )
-UPDATE_FIELDS = frozenset({"name", "expires_at", "limits"})
+UPDATE_FIELDS = frozenset({"name", "expires_at", *OPTIONAL_FIELDS})
 ROTATE_FIELDS = frozenset({"grace_seconds", "expires_at", "expires_in_days"})
 
 #: Local endpoint names of the JSON API (the pages have others).
@@ -72,6 +88,8 @@ API_ENDPOINTS = frozenset(
         "api_update_key",
         "api_revoke_key",
         "api_rotate_key",
+        "api_disable_key",
+        "api_enable_key",
         "api_key_usage",
         "api_events",
         "api_whoami",
@@ -162,6 +180,11 @@ def manager() -> Caller:
     if request.method not in SAFE_METHODS:
         _read_body()
         check_csrf()
+        if not session_may_change():
+            # The same body as a key without the scope to change keys.
+            raise InsufficientScope(
+                "A viewer cannot change API keys.", details={"required_scopes": [MANAGE_SCOPE]}
+            )
     return Caller(owner, session_actor(owner))
 
 
@@ -289,14 +312,27 @@ def _scopes(value: Any) -> list[str]:
     return sorted(set(value))
 
 
-def _limits(value: Any) -> str | None:
-    """A key's own limits: the service's one rule (``null`` clears them)."""
-    if value is None:
-        return None
-    try:
-        return get_state().service.check_limits(value)
-    except (ValueError, TypeError) as error:
-        raise _invalid({"limits": str(error)}) from None
+def _optional(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The optional fields given, each checked by the service's own rule
+    (``null`` clears it)."""
+    checks: dict[str, Callable[[Any], Any]] = {
+        "limits": get_state().service.check_limits,
+        "description": check_description,
+        "metadata": check_metadata,
+        "allowed_ips": check_allowed_ips,
+    }
+    given = {}
+    for field in OPTIONAL_FIELDS:
+        if field in body:
+            value = body[field]
+            if value is not None and field == "allowed_ips" and not isinstance(value, list):
+                raise _invalid({field: "must be a list of addresses or CIDR blocks"})
+            try:
+                checks[field](value) if value is not None else None
+            except (ValueError, TypeError) as error:
+                raise _invalid({field: str(error)}) from None
+            given[field] = value
+    return given
 
 
 def _environment(value: Any) -> str:
@@ -428,7 +464,7 @@ def create_key() -> ResponseReturnValue:
     scopes = _scopes(body["scopes"]) if "scopes" in body else ["read"]
     environment = _environment(body["environment"]) if "environment" in body else "live"
     expires_at = _expiry(body)
-    limits = _limits(body.get("limits"))
+    optional = _optional(body)
     state = get_state()
     caller.may_hand_out(state.settings.expand(tuple(scopes)), environment)
     info, secret = _service_call(
@@ -439,8 +475,8 @@ def create_key() -> ResponseReturnValue:
             scopes,
             environment,
             None if expires_at is _MISSING else expires_at,
-            limits=limits,
             actor=caller.actor,
+            **optional,
             remote_addr=request.remote_addr,
         ),
     )
@@ -465,8 +501,7 @@ def update_key(key_id: str) -> ResponseReturnValue:
     expires_at = _expiry(body)
     if expires_at is not _MISSING:
         changes["expires_at"] = expires_at
-    if "limits" in body:
-        changes["limits"] = _limits(body["limits"])
+    changes.update(_optional(body))
     _owned_key(caller, key_id)
     info = _service_call(
         "key_id",
@@ -484,6 +519,30 @@ def revoke_key(key_id: str) -> ResponseReturnValue:
     _owned_key(caller, key_id)
     info = get_state().service.revoke_key(
         key_id, actor=caller.actor, remote_addr=request.remote_addr
+    )
+    return _reply({"key": info.to_dict()})
+
+
+@blueprint.post("/api/keys/<key_id>/disable", endpoint="api_disable_key")
+def disable_key(key_id: str) -> ResponseReturnValue:
+    """Switch a key off until it is enabled again (401 in the meantime)."""
+    return _switch(key_id, off=True)
+
+
+@blueprint.post("/api/keys/<key_id>/enable", endpoint="api_enable_key")
+def enable_key(key_id: str) -> ResponseReturnValue:
+    """Switch a disabled key back on."""
+    return _switch(key_id, off=False)
+
+
+def _switch(key_id: str, off: bool) -> ResponseReturnValue:
+    caller = manager()
+    json_body(frozenset())
+    _owned_key(caller, key_id)
+    service = get_state().service
+    switch = service.disable_key if off else service.enable_key
+    info = _service_call(
+        "key_id", lambda: switch(key_id, actor=caller.actor, remote_addr=request.remote_addr)
     )
     return _reply({"key": info.to_dict()})
 
@@ -555,6 +614,11 @@ def whoami() -> ResponseReturnValue:
             "permissions": sorted(key.scopes),
             "key_type": key.environment,
             "plan": key.plan,
+            "created_by": key.created_by,
+            "scope_descriptions": {
+                scope: state.settings.scope_descriptions.get(scope, "")
+                for scope in sorted(key.scopes)
+            },
             "rate_limits": rate_limits,
         }
     )

@@ -21,8 +21,14 @@ def session_owner() -> str | None:
 
 
 def session_actor(owner_id: str) -> str:
-    """How the audit trail names a change made from a browser session."""
-    return f"session:{owner_id}"
+    """How the audit trail names a change made from a browser session: the
+    person from ``@keyauth.actor_loader``, else ``session:<owner>``."""
+    return get_state().extension.current_actor() or f"session:{owner_id}"
+
+
+def session_may_change() -> bool:
+    """Whether this browser session may change keys (not a viewer)."""
+    return get_state().extension.current_role() == "manager"
 
 
 def key_actor(key_id: str) -> str:

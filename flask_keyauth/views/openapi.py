@@ -15,9 +15,9 @@ from typing import Any
 
 from .. import keys
 from ..config import Settings
-from ..models import NAME_MAX
+from ..models import DESCRIPTION_MAX, NAME_MAX
 from ..plans import LIMITS_MAX, LIMITS_TEXT_MAX
-from ..service import UPDATE_EVENTS, USAGE_DAYS_MAX
+from ..service import ALLOWED_IPS_MAX, EVENT_ACTIONS, METADATA_MAX_BYTES, USAGE_DAYS_MAX
 from . import api
 
 OPENAPI_VERSION = "3.1.0"
@@ -115,6 +115,30 @@ OPERATIONS: tuple[Operation, ...] = (
         "revokeKey",
         "Revoke a key",
         "At once, for every worker and host. Revoking a revoked key returns it unchanged.",
+        MANAGE,
+        (200, "KeyEnvelope"),
+        errors=(400, 404, 413),
+        parameters=("KeyId",),
+    ),
+    Operation(
+        "post",
+        "/api/keys/{key_id}/disable",
+        "api_disable_key",
+        "disableKey",
+        "Disable a key",
+        "Refused (401) on the next request in every worker until it is enabled again.",
+        MANAGE,
+        (200, "KeyEnvelope"),
+        errors=(400, 404, 413),
+        parameters=("KeyId",),
+    ),
+    Operation(
+        "post",
+        "/api/keys/{key_id}/enable",
+        "api_enable_key",
+        "enableKey",
+        "Enable a disabled key",
+        "At once, in every worker. A revoked key cannot be enabled (400).",
         MANAGE,
         (200, "KeyEnvelope"),
         errors=(400, 404, 413),
@@ -234,7 +258,7 @@ _KEY_ID = {"type": "string", "pattern": f"^[0-9A-Za-z]{{{keys.ID_LENGTH}}}$"}
 _LABEL_PATTERN = (
     "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
 )
-_EVENT_ACTIONS = ["created", *UPDATE_EVENTS.values(), "revoked", "rotated", "plan_changed"]
+_EVENT_ACTIONS = list(EVENT_ACTIONS)
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -289,6 +313,23 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "description": "The key's own limits, beside its owner's plan: `;`-separated "
         f"windows (`100/hour`) or buckets (`200/second burst 500`), at most {LIMITS_MAX}.",
     }
+    optional = {
+        "limits": limits,
+        "description": {"type": ["string", "null"], "maxLength": DESCRIPTION_MAX},
+        "metadata": {
+            "type": ["object", "null"],
+            "additionalProperties": {"type": "string"},
+            "description": f"Labels of the host's own: string values, {METADATA_MAX_BYTES} "
+            "bytes at most as JSON.",
+        },
+        "allowed_ips": {
+            "type": ["array", "null"],
+            "items": {"type": "string", "examples": ["203.0.113.7", "2001:db8::/48"]},
+            "maxItems": ALLOWED_IPS_MAX,
+            "description": "Addresses and CIDR blocks the key may be used from; "
+            "elsewhere it is refused with 403 IP_NOT_ALLOWED.",
+        },
+    }
     create_properties = {
         "name": name,
         "scopes": {
@@ -299,11 +340,9 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         },
         "environment": {"type": "string", "enum": list(keys.ENVIRONMENTS), "default": "live"},
         **expiry_properties,
-        "limits": limits,
+        **optional,
     }
-    update_properties = {
-        "name": name, "expires_at": expiry_properties["expires_at"], "limits": limits
-    }
+    update_properties = {"name": name, "expires_at": expiry_properties["expires_at"], **optional}
     rotate_properties = {
         "grace_seconds": {
             "type": "integer",
@@ -321,12 +360,16 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "redacted": {"type": "string", "examples": ["sk_live_Ab3dEf6hIj9k\u2026x9Qz"]},
             "scopes": {"type": "array", "items": {"type": "string"}},
             "environment": {"type": "string", "enum": list(keys.ENVIRONMENTS)},
-            "status": {"type": "string", "enum": ["active", "expired", "revoked"]},
+            "status": {"type": "string", "enum": ["active", "expired", "revoked", "disabled"]},
             "created_at": _TIMESTAMP,
             "expires_at": _MAYBE_TIMESTAMP,
             "revoked_at": _MAYBE_TIMESTAMP,
             "last_used_at": _MAYBE_TIMESTAMP,
             "limits": {"type": ["string", "null"]},
+            "created_by": {"type": ["string", "null"]},
+            "description": {"type": ["string", "null"]},
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+            "allowed_ips": {"type": "array", "items": {"type": "string"}},
         },
         description="A key as its owner sees it: never its secret or hash. `scopes` as granted.",
     )
@@ -396,6 +439,12 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 },
                 "key_type": {"type": "string", "enum": list(keys.ENVIRONMENTS)},
                 "plan": {"type": "string"},
+                "created_by": {"type": ["string", "null"]},
+                "scope_descriptions": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "Each granted scope and what it allows.",
+                },
                 "rate_limits": {"type": "array", "items": _ref("schemas", "RateLimitWindow")},
             }
         ),
