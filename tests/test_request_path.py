@@ -148,14 +148,11 @@ def test_a_plan_change_mid_window_applies_on_the_next_request(shared: Any) -> No
     assert client.get("/read", headers=bearer(secret)).headers["X-RateLimit-Limit"] == "1000"
 
 
-def test_hand_written_sql_applies_within_row_max_age(
-    redis_server: ThrowawayRedis, tmp_path: Any
-) -> None:
-    app, db, keyauth = make_app(
-        f"sqlite:///{tmp_path / 'k.db'}",
-        RATELIMIT_STORAGE_URI=redis_server.url,
-        KEYAUTH_ROW_MAX_AGE=0.3,
-    )
+@contextmanager
+def warm_key_revoked_by_hand(url: str, **config: Any) -> Iterator[tuple[Any, str]]:
+    """A warm key of an app on ``url``, then revoked in hand-written SQL
+    (around flask-keyauth: no stamp moves); yield (client, key)."""
+    app, db, keyauth = make_app(url, **config)
     with app.app_context():
         info, secret = keyauth.create_key("acme", "k")
     client = app.test_client()
@@ -165,29 +162,31 @@ def test_hand_written_sql_applies_within_row_max_age(
             sa.text("UPDATE keyauth_api_keys SET revoked_at = :now WHERE key_id = :id"),
             {"now": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), "id": info.id},
         )
-    threading.Event().wait(0.35)
-    assert client.get("/read", headers=bearer(secret)).status_code == 401
+    yield client, secret
+    app.extensions["keyauth"].service.usage.take()
+
+
+def test_hand_written_sql_applies_within_row_max_age(
+    redis_server: ThrowawayRedis, tmp_path: Any
+) -> None:
+    with warm_key_revoked_by_hand(
+        f"sqlite:///{tmp_path / 'k.db'}",
+        RATELIMIT_STORAGE_URI=redis_server.url,
+        KEYAUTH_ROW_MAX_AGE=0.3,
+    ) as (client, secret):
+        threading.Event().wait(0.35)
+        assert client.get("/read", headers=bearer(secret)).status_code == 401
 
 
 def test_a_flushed_storage_sends_every_process_back_to_the_database(
     redis_server: ThrowawayRedis, tmp_path: Any
 ) -> None:
-    app, db, keyauth = make_app(
+    with warm_key_revoked_by_hand(
         f"sqlite:///{tmp_path / 'k.db'}", RATELIMIT_STORAGE_URI=redis_server.url
-    )
-    with app.app_context():
-        info, secret = keyauth.create_key("acme", "k")
-    client = app.test_client()
-    warm(client, secret)
-    with app.app_context(), db.engine.begin() as conn:
-        # Around flask-keyauth: no stamp moves.
-        conn.execute(
-            sa.text("UPDATE keyauth_api_keys SET revoked_at = :now WHERE key_id = :id"),
-            {"now": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), "id": info.id},
-        )
-    assert client.get("/read", headers=bearer(secret)).status_code == 200
-    redis.Redis(port=redis_server.port).flushall()
-    assert client.get("/read", headers=bearer(secret)).status_code == 401
+    ) as (client, secret):
+        assert client.get("/read", headers=bearer(secret)).status_code == 200
+        redis.Redis(port=redis_server.port).flushall()
+        assert client.get("/read", headers=bearer(secret)).status_code == 401
 
 
 def test_a_revocation_while_redis_is_paused_fails_the_call_and_a_retry_applies(
