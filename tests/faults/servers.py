@@ -249,10 +249,15 @@ class ThrowawayRedisCluster:
 
     def __init__(self, root: Path, masters: int = 3) -> None:
         self.root = root
-        # The cluster bus port is set too: the default (port + 10000) may be
-        # taken, or past 65535.
-        self.ports = [free_port() for _ in range(masters)]
-        self.bus_ports = [free_port() for _ in range(masters)]
+        if redis_major_version() >= 7:
+            # The cluster bus port is set too: the default (port + 10000)
+            # may be taken, or past 65535.
+            self.ports = [free_port() for _ in range(masters)]
+            self.bus_ports: list[int | None] = [free_port() for _ in range(masters)]
+        else:
+            # No --cluster-port before Redis 7: ports whose port + 10000 is free.
+            self.ports = [free_port_with_bus() for _ in range(masters)]
+            self.bus_ports = [None] * masters
         self.processes: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -270,7 +275,8 @@ class ThrowawayRedisCluster:
             node_dir.mkdir()
             self.processes.append(subprocess.Popen(
                 ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                 "--cluster-enabled", "yes", "--cluster-port", str(bus),
+                 "--cluster-enabled", "yes",
+                 *(["--cluster-port", str(bus)] if bus is not None else []),
                  "--cluster-config-file", str(node_dir / "nodes.conf"),
                  "--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no",
                  "--dir", str(node_dir)],
@@ -308,6 +314,30 @@ class ThrowawayRedisCluster:
         for process in self.processes:
             process.wait(timeout=10)
         self.processes = []
+
+
+def redis_major_version() -> int:
+    out = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    # "Redis server v=7.0.15 sha=…"
+    return int(out.split("v=", 1)[1].split(".", 1)[0])
+
+
+def free_port_with_bus() -> int:
+    import socket
+
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def wait_for_ping(port: int) -> None:

@@ -45,12 +45,24 @@ def delete_prefixed(storage: str, prefix: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("host_db", "pre_ping"),
-    [(True, True), (True, False), (False, False), (False, True)],
-    ids=["hosts-db-pre-ping", "hosts-db", "own-engine", "own-engine-pre-ping"],
+    ("host_db", "pre_ping", "touch"),
+    [
+        (True, True, True),
+        (True, False, True),
+        (False, False, True),
+        (False, True, True),
+        # The usual app factory: db.create_all() in the master, and nothing
+        # of flask-keyauth's own before the fork.
+        (True, False, "host"),
+        (True, True, "host"),
+    ],
+    ids=[
+        "hosts-db-pre-ping", "hosts-db", "own-engine", "own-engine-pre-ping",
+        "hosts-db-touched-by-host-only", "hosts-db-pre-ping-touched-by-host-only",
+    ],
 )
 def test_preload_workers_never_share_the_masters_connections(
-    database: str, host_db: bool, pre_ping: bool
+    database: str, host_db: bool, pre_ping: bool, touch: bool | str
 ) -> None:
     storage = redis_url()
     prefix = f"f{uuid.uuid4().hex[:8]}"
@@ -66,9 +78,9 @@ def test_preload_workers_never_share_the_masters_connections(
         "RATELIMIT_KEY_PREFIX": prefix,
         "KEYAUTH_FAILED_AUTH_LIMIT": "1000000/minute",
         "TEST_HOST_DB": host_db,
-        # The master creates the tables and a key: its pool holds a
+        # The master creates the tables (and a key): its pool holds a
         # connection when the workers are forked.
-        "TEST_TOUCH_DATABASE": True,
+        "TEST_TOUCH_DATABASE": touch,
     }
     try:
         with gunicorn(config, workers=WORKERS, threads=2, extra=("--preload",)) as (base, _):
@@ -88,5 +100,5 @@ def test_preload_workers_never_share_the_masters_connections(
     assert len({r.headers["x-worker-pid"] for r in replies}) == WORKERS
     # The master's key was created once, before the fork.
     with app.app_context():
-        assert len(keyauth.list_keys("preload")) == 1
+        assert len(keyauth.list_keys("preload")) == (0 if touch == "host" else 1)
         db.engine.dispose()

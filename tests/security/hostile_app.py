@@ -9,7 +9,9 @@ app's own:
   ``db``; false, on the engine flask-keyauth builds itself;
 - ``TEST_TOUCH_DATABASE`` (default false): ``create_app`` itself uses the
   database (creates the tables, lists and creates a key), as an app
-  served with ``gunicorn --preload`` does in the master before forking.
+  served with ``gunicorn --preload`` does in the master before forking;
+  ``"host"``: only the host's own code does (``db.create_all()`` and a
+  query on ``db.session``), flask-keyauth not at all.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask
 from flask.wrappers import Response
 from flask_sqlalchemy import SQLAlchemy
@@ -41,13 +44,17 @@ def create_app() -> Flask:
         keyauth = KeyAuth(app, db=db)
     else:
         keyauth = KeyAuth(app)
-    if app.config.get("TEST_TOUCH_DATABASE"):
+    touch = app.config.get("TEST_TOUCH_DATABASE")
+    if touch:
         with app.app_context():
             if host_db:
                 db.create_all()
-            # Connections left in the pool before any fork.
-            keyauth.list_keys("preload")
-            keyauth.create_key("preload", f"made by {os.getpid()}")
+                db.session.execute(sa.text("SELECT 1"))
+                db.session.remove()
+            if touch != "host":
+                # Connections left in the pool before any fork.
+                keyauth.list_keys("preload")
+                keyauth.create_key("preload", f"made by {os.getpid()}")
 
     @app.get("/read")
     @require_key("read")
