@@ -226,3 +226,25 @@ def test_a_bad_cost_is_refused_when_the_route_is_declared() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(TypeError):
             require_key("read", cost=bad)
+
+
+def test_whoami_serves_while_the_storage_is_down_when_failing_open(
+    redis_server: ThrowawayRedis, tmp_path: Any
+) -> None:
+    app, _, keyauth = make_app(
+        f"sqlite:///{tmp_path / 'k.db'}",
+        RATELIMIT_STORAGE_URI=redis_server.url,
+        KEYAUTH_RATELIMIT_FAIL_OPEN=True,
+    )
+    app.register_blueprint(blueprint, url_prefix="/k")
+    with app.app_context():
+        _, secret = keyauth.create_key("acme", "k")
+    client = app.test_client()
+    for _ in range(2):
+        assert client.get("/k/api/whoami", headers=bearer(secret)).status_code == 200
+    redis_server.stop()
+    for path in ("/k/api/whoami", "/read"):
+        response = client.get(path, headers=bearer(secret))
+        assert response.status_code == 200, path
+    assert client.get("/k/api/whoami", headers=bearer(secret)).get_json()["rate_limits"] == []
+    app.extensions["keyauth"].service.usage.take()
