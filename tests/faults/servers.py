@@ -296,7 +296,7 @@ class ThrowawayRedisCluster:
             client = redis.Redis(port=port, socket_timeout=2)
             try:
                 # redis-py parses CLUSTER INFO into a dict.
-                while client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
+                while client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":  # type: ignore[no-untyped-call]
                     if time.monotonic() > deadline:
                         raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
                     time.sleep(0.1)
