@@ -139,6 +139,7 @@ def test_postgres_stopped_gives_503_and_first_request_after_restart_succeeds(
     with app.app_context():
         _, other = keyauth.create_key("acme", "after restart")
     assert client.get("/read", headers=bearer(other)).status_code == 200
+    service_of(app).usage.take()  # nothing left for the exit to write
     app.extensions["keyauth"].store.engine.dispose()
 
 
@@ -182,6 +183,7 @@ def test_postgres_restarted_under_the_hosts_db_with_pre_ping_user_never_sees_a_f
         assert len(keyauth.list_keys("acme")) == 2
     assert statuses(client, fresh, 3) == [(200, None)] * 3
     with app.app_context():
+        service_of(app).usage.take()
         db.engine.dispose()
 
 
@@ -261,6 +263,7 @@ def test_postgres_stopped_under_gunicorn_traffic_users_get_503_never_500_then_20
     with app.app_context():
         secrets = [keyauth.create_key("acme", f"k{i}")[1] for i in range(20)]
         keyauth.set_plan("acme", "enterprise", "1000000/hour")
+        service_of(app).usage.take()
         db.engine.dispose()
     config = {
         "SQLALCHEMY_DATABASE_URI": postgres_server.url,
@@ -316,6 +319,7 @@ def test_postgres_stopped_management_api_users_get_503_json_never_500(
     assert client.get(API + "/keys").status_code == 200
     assert client.post(API + "/keys", json={"name": "back"}, headers=csrf).status_code == 201
     with host.app.app_context():
+        service_of(host.app).usage.take()
         host.db.engine.dispose()
 
 
@@ -338,6 +342,7 @@ def test_postgres_stopped_key_pages_users_get_a_503_page(
     finally:
         postgres_server.start()
         with host.app.app_context():
+            service_of(host.app).usage.take()
             host.db.engine.dispose()
 
 
