@@ -1,9 +1,13 @@
 """The flask-keyauth demo: an API with read and write routes behind keys.
 
 Run it with ``flask --app example.app run``, open http://127.0.0.1:5000/,
-sign in (any organisation id: the sign-in is pretend) and manage keys under
-Settings → API keys. Keys can also be made from the command line:
-``flask --app example.app keys create --owner acme --name demo --scopes read,write``.
+sign in (any organisation id: the sign-in is pretend) as one of its people
+and manage keys under Settings → API keys. alice and bob manage the keys;
+carol is a viewer, who sees keys, usage and history but changes nothing.
+Each key's page says who created it and who changed what; switch person on
+the home page to see it. Keys can also be made from the command line:
+``flask --app example.app keys create --owner acme --name demo --scopes read,write``
+(``--actor alice`` records the change as hers).
 It uses SQLite (``instance/demo.db``) and in-memory rate limits: nothing else
 to install.
 
@@ -33,6 +37,20 @@ keyauth = KeyAuth()
 #: The demo's "data": entities per owner, kept in memory.
 ENTITIES: dict[str, list[dict[str, Any]]] = {}
 
+#: The people of every organisation, and their role on the key pages.
+PEOPLE = {"alice": "manager", "bob": "manager", "carol": "viewer"}
+DEFAULT_PERSON = "alice"
+
+#: The demo's permissions, each with what it allows (shown on the create page).
+SCOPES = {
+    "read": {"implies": [], "description": "List entities and run reports."},
+    "write": {"implies": ["read"], "description": "Create entities."},
+    "admin": {
+        "implies": ["write"],
+        "description": "Manage this organisation's API keys through the JSON API.",
+    },
+}
+
 #: The demo's layout: the bundled one, with the demo's name and account menu.
 #: The key pages extend it (KEYAUTH_BASE_TEMPLATE), and so does the home page.
 DEMO_BASE = """{% extends "keyauth/base.html" %}
@@ -41,12 +59,23 @@ DEMO_BASE = """{% extends "keyauth/base.html" %}
   Acme API <span class="ka-muted">demo</span></a>{% endblock %}
 {% block account %}{% if session.org_id %}
   <span><span class="ka-hide-narrow">Signed in as</span>
-    <strong>{{ session.org_id }}</strong></span>
+    <strong>{{ session.person or "?" }}</strong>
+    of <strong>{{ session.org_id }}</strong>
+    {%- if people.get(session.person) == "viewer" %}
+    <span class="ka-muted">(viewer)</span>{% endif %}</span>
   <a href="{{ url_for('logout') }}">Sign out</a>
 {% endif %}{% endblock %}
 """
 
 HOME = """{% extends "demo/base.html" %}
+{% macro people_select(current) -%}
+<select id="person" name="person" aria-describedby="person-help">
+  {%- for name, role in people.items() %}
+  <option value="{{ name }}" {% if name == current %}selected{% endif %}>
+    {{- name }} ({{ role }})</option>
+  {%- endfor %}
+</select>
+{%- endmacro %}
 {% block title %}flask-keyauth demo{% endblock %}
 {% block content %}
 <div class="keyauth">
@@ -60,13 +89,24 @@ HOME = """{% extends "demo/base.html" %}
   {% if org %}
   <section class="ka-card">
     <h2>Organisation {{ org }}</h2>
-    <p class="ka-muted">Your keys belong to this organisation.</p>
+    <p class="ka-muted">You are {{ person }}, {{ "a viewer" if people.get(person) == "viewer"
+      else "a manager" }} of its keys. The keys belong to the organisation: everyone in it
+      sees the same ones, and each key's page says who did what.</p>
     <div class="ka-actions">
       <a class="ka-btn ka-btn--primary" href="{{ url_for('keyauth.index') }}">
         Settings → API keys</a>
       <a class="ka-btn ka-btn--ghost" href="{{ url_for('logout') }}">Sign out</a>
     </div>
   </section>
+  <form class="ka-card ka-form" method="post" action="{{ url_for('login') }}">
+    <input type="hidden" name="org" value="{{ org }}">
+    <div class="ka-field">
+      <label for="person">Switch to another person of {{ org }}</label>
+      <p class="ka-help" id="person-help">alice and bob manage the keys; carol only sees them.</p>
+      {{ people_select(person) }}
+    </div>
+    <div class="ka-actions"><button class="ka-btn">Switch person</button></div>
+  </form>
   {% else %}
   <form class="ka-card ka-form" method="post" action="{{ url_for('login') }}">
     <input type="hidden" name="next" value="{{ next }}">
@@ -76,6 +116,11 @@ HOME = """{% extends "demo/base.html" %}
         its own keys.</p>
       <input id="org" name="org" type="text" value="acme" required maxlength="64"
              aria-describedby="org-help">
+    </div>
+    <div class="ka-field">
+      <label for="person">Person</label>
+      <p class="ka-help" id="person-help">alice and bob manage the keys; carol only sees them.</p>
+      {{ people_select(none) }}
     </div>
     <div class="ka-actions"><button class="ka-btn ka-btn--primary">Sign in</button></div>
   </form>
@@ -133,6 +178,52 @@ def demo_secret(instance_path: str) -> str:
     raise RuntimeError(f"{path} is empty: delete it and start again")
 
 
+def sign_in(app: Flask) -> None:
+    """The demo's pretend sign-in: an organisation (the keys' owner) and one
+    of its people (who acts, and with which role)."""
+
+    @keyauth.owner_loader
+    def current_owner() -> str | None:
+        return session.get("org_id")
+
+    # Who of the organisation is acting: events and keys record them.
+    @keyauth.actor_loader
+    def current_person() -> str | None:
+        return session.get("person")
+
+    # What they may do on the key pages: an unknown person only looks.
+    @keyauth.role_loader
+    def current_role() -> str:
+        return PEOPLE.get(session.get("person") or "", "viewer")
+
+    @app.context_processor
+    def demo_people() -> dict[str, Any]:
+        return {"people": PEOPLE}
+
+    @app.get("/")
+    def home() -> str:
+        return render_template(
+            "demo/home.html",
+            org=session.get("org_id"),
+            person=session.get("person"),
+            next=safe_next(request.args.get("next")) or "",
+        )
+
+    @app.post("/login")
+    def login() -> Response:
+        org = (request.form.get("org") or "").strip()[:64]
+        person = request.form.get("person") or DEFAULT_PERSON
+        if org and person in PEOPLE:
+            session["org_id"], session["person"] = org, person
+        return redirect(safe_next(request.form.get("next")) or url_for("home"))
+
+    @app.get("/logout")
+    def logout() -> Response:
+        session.pop("org_id", None)
+        session.pop("person", None)
+        return redirect(url_for("home"))
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(
@@ -143,6 +234,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # Anonymous visitors of the key pages are sent to the sign-in page.
         KEYAUTH_LOGIN_VIEW="home",
         KEYAUTH_BASE_TEMPLATE="demo/base.html",
+        KEYAUTH_SCOPES=SCOPES,
     )
     app.config.update(config or {})
     os.makedirs(app.instance_path, exist_ok=True)
@@ -161,29 +253,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         db.create_all()
 
-    @keyauth.owner_loader
-    def current_owner() -> str | None:
-        return session.get("org_id")
-
-    @app.get("/")
-    def home() -> str:
-        return render_template(
-            "demo/home.html",
-            org=session.get("org_id"),
-            next=safe_next(request.args.get("next")) or "",
-        )
-
-    @app.post("/login")
-    def login() -> Response:
-        org = (request.form.get("org") or "").strip()[:64]
-        if org:
-            session["org_id"] = org
-        return redirect(safe_next(request.form.get("next")) or url_for("home"))
-
-    @app.get("/logout")
-    def logout() -> Response:
-        session.pop("org_id", None)
-        return redirect(url_for("home"))
+    sign_in(app)
 
     @app.get("/v1/entities")
     @require_key("read")

@@ -150,7 +150,19 @@ def row_with_id(html: str, key_id: str) -> str:
 # -- who may see the pages ----------------------------------------------------
 
 
-PAGES = ["/", "/new", "/{id}", "/{id}/revoke", "/{id}/rotate"]
+PAGES = [
+    "/",
+    "/new",
+    "/{id}",
+    "/{id}/edit",
+    "/{id}/disable",
+    "/{id}/enable",
+    "/{id}/revoke",
+    "/{id}/rotate",
+]
+#: The pages that change a key, with a POST.
+CHANGE_PAGES = ["/new", "/{id}/edit", "/{id}/disable", "/{id}/enable", "/{id}/revoke",
+                "/{id}/rotate"]
 
 
 def test_anonymous_visitors_get_a_401_page(make_site: MakeSite) -> None:
@@ -161,7 +173,7 @@ def test_anonymous_visitors_get_a_401_page(make_site: MakeSite) -> None:
         assert response.status_code == 401
         assert response.mimetype == "text/html"
         assert "Sign in to manage your API keys." in response.get_data(as_text=True)
-    for path in ["/new", "/{id}/revoke", "/{id}/rotate"]:
+    for path in CHANGE_PAGES:
         assert made.client.post(PREFIX + path.format(id=info.id)).status_code == 401
     assert made.get_key(info.id).status == "active"
     assert len(made.key_list()) == 1
@@ -186,16 +198,19 @@ def test_another_owners_key_is_not_found(site: Site) -> None:
     unknown = "A" * 12
     not_found = site.page(f"/{unknown}", 404)
     assert "NOT_FOUND" in not_found
-    for path in ["/{id}", "/{id}/revoke", "/{id}/rotate"]:
+    for path in PAGES[2:]:
         html = site.page(path.format(id=theirs.id), 404)
         assert "Globex prod" not in html
         # The same page as for an id that does not exist: no oracle.
         assert html == site.page(path.format(id=unknown), 404)
     data = hidden_fields(site.page("/new"))
-    for path in ["/{id}/revoke", "/{id}/rotate"]:
-        response = site.client.post(PREFIX + path.format(id=theirs.id), data={**data, "grace": "0"})
-        assert response.status_code == 404
+    for path in CHANGE_PAGES[1:]:
+        response = site.client.post(
+            PREFIX + path.format(id=theirs.id), data={**data, "grace": "0", "name": "Mine now"}
+        )
+        assert response.status_code == 404, path
     assert site.get_key(theirs.id).status == "active"
+    assert site.get_key(theirs.id).name == "Globex prod"
     assert len(site.key_list("globex")) == 1
     assert site.client.get("/read", headers=bearer(their_secret)).status_code == 200
     assert "Globex prod" not in site.page("/")
@@ -205,7 +220,7 @@ def test_another_owners_key_is_not_found(site: Site) -> None:
     "key_id", ["x", "A" * 11, "A" * 13, "A" * 300, "%C3%A9" * 6, "new%20", "..", "%00" * 12]
 )
 def test_malformed_key_ids_are_not_found(site: Site, key_id: str) -> None:
-    for path in ["/{id}", "/{id}/revoke", "/{id}/rotate"]:
+    for path in PAGES[2:]:
         response = site.client.get(PREFIX + path.format(id=key_id))
         assert response.status_code == 404
         assert "There is no such API key in your account." in response.get_data(as_text=True)
@@ -253,6 +268,8 @@ def test_changes_over_plain_http_are_refused_when_https_is_required(make_site: M
     create = {**fields, "name": "x", "scopes": "read", "environment": "live", "expires": "never"}
     for path, data in [
         ("/new", create),
+        (f"/{info.id}/edit", {**fields, "name": "Changed"}),
+        (f"/{info.id}/disable", fields),
         (f"/{info.id}/revoke", fields),
         (f"/{info.id}/rotate", {**fields, "grace": "0"}),
     ]:
@@ -264,6 +281,7 @@ def test_changes_over_plain_http_are_refused_when_https_is_required(make_site: M
         assert "Location" not in response.headers
     assert [(k.id, k.status) for k in made.key_list()] == [(info.id, "active")]
     assert made.get_key(info.id).expires_at is None
+    assert made.get_key(info.id).name == "Kept"
     assert made.client.get("/read", headers=bearer(secret), base_url=HTTPS).status_code == 200
     # The same form over https creates the key, once.
     created = made.client.post(f"{PREFIX}/new", data=create, base_url=HTTPS)
@@ -315,6 +333,9 @@ def test_every_page_renders_in_the_default_layout(site: Site) -> None:
         ("/", "Create API key"),
         ("/new", "Create key"),
         (f"/{info.id}", "Requests, last 30 days"),
+        (f"/{info.id}/edit", "Edit “CI deploys”"),
+        (f"/{info.id}/disable", "Disable “CI deploys”?"),
+        (f"/{info.id}/enable", "This key is not disabled"),
         (f"/{info.id}/revoke", "Revoke “CI deploys”?"),
         (f"/{info.id}/rotate", "Rotate “CI deploys”"),
     ]:
@@ -375,7 +396,7 @@ class FormLabels(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
-        if tag == "input" and attributes.get("type") != "hidden":
+        if tag in ("input", "textarea", "select") and attributes.get("type") != "hidden":
             self.controls.append(attributes.get("id") or "")
         if tag == "label" and attributes.get("for"):
             self.labelled.add(attributes["for"] or "")
@@ -385,12 +406,17 @@ class FormLabels(HTMLParser):
 
 def test_forms_label_every_control(site: Site) -> None:
     info, _ = site.create()
-    for path, legends in [("/new", 3), (f"/{info.id}/rotate", 2)]:
+    # Permissions, environment, expiration and the optional details.
+    for path, legends in [("/new", 4), (f"/{info.id}/rotate", 2), (f"/{info.id}/edit", 0)]:
         parser = FormLabels()
         parser.feed(site.page(path))
         assert parser.controls and all(parser.controls)
-        assert set(parser.controls) <= parser.labelled
+        assert set(parser.controls) <= parser.labelled, path
         assert parser.legends == legends
+    parser = FormLabels()
+    parser.feed(site.page("/new"))
+    for control in ["ka-description", "ka-metadata", "ka-allowed-ips", "ka-confirm-admin"]:
+        assert control in parser.controls
 
 
 def test_create_form_offers_the_configured_scopes(make_site: MakeSite) -> None:
@@ -401,7 +427,15 @@ def test_create_form_offers_the_configured_scopes(make_site: MakeSite) -> None:
     made.sign_in()
     html = made.page("/new")
     assert re.findall(r'name="scopes" value="(\w+)"', html) == ["read", "write", "billing"]
-    assert "includes read" in html
+    # What each includes, in the permission table's last column.
+    assert re.search(
+        r'value="write".*?<td data-label="Includes"><ul class="ka-scopes" aria-label="Permissions">'
+        r'<li class="ka-scope">read</li></ul></td>',
+        html,
+        re.S,
+    )
+    # No admin scope, no live keys: nothing to confirm.
+    assert "ka-confirm-admin" not in html
     # Only keys this deployment accepts can be made.
     assert re.findall(r'name="environment" value="(\w+)"', html) == ["test"]
     assert re.findall(r'name="expires" value="(\w+)"', html) == [
@@ -648,6 +682,8 @@ def test_posts_without_a_valid_csrf_token_change_nothing(site: Site) -> None:
         extra = {} if token is None else {"csrf_token": token}
         for path, data in [
             ("/new", {**create, "form_id": form_id}),
+            (f"/{info.id}/edit", {"name": "Changed", "description": "x"}),
+            (f"/{info.id}/disable", {}),
             (f"/{info.id}/revoke", {}),
             (f"/{info.id}/rotate", {"grace": "0", "form_id": form_id}),
         ]:
@@ -663,8 +699,16 @@ def test_posts_without_a_valid_csrf_token_change_nothing(site: Site) -> None:
     )
     assert response.status_code == 400
     assert [k.id for k in site.key_list()] == [info.id]
-    assert site.get_key(info.id).status == "active"
+    key = site.get_key(info.id)
+    assert (key.status, key.name, key.description) == ("active", "Target", None)
     assert site.client.get("/read", headers=bearer(secret)).status_code == 200
+    # Disabled keys are not enabled by a forged POST either.
+    with site.app.app_context():
+        service_of(site.app).disable_key(info.id)
+    assert site.client.post(f"{PREFIX}/{info.id}/enable").status_code == 400
+    assert site.get_key(info.id).status == "disabled"
+    with site.app.app_context():
+        service_of(site.app).enable_key(info.id)
     # The form was not used up by the refused posts.
     assert create_form(site, form_id=form_id).status_code == 201
 
@@ -679,7 +723,8 @@ def test_script_in_a_name_is_escaped_on_every_page(site: Site) -> None:
     assert other.status_code == 201
     pages = [other.get_data(as_text=True)]
     pages += [
-        site.page(p.format(id=info.id)) for p in ["/", "/{id}", "/{id}/revoke", "/{id}/rotate"]
+        site.page(p.format(id=info.id))
+        for p in ["/", "/{id}", "/{id}/edit", "/{id}/disable", "/{id}/revoke", "/{id}/rotate"]
     ]
     data = hidden_fields(site.page(f"/{info.id}/rotate"))
     rotated = site.client.post(f"{PREFIX}/{info.id}/rotate", data={**data, "grace": "3600"})
@@ -701,8 +746,10 @@ def test_statuses(site: Site) -> None:
     site.create(name="Forever")
     site.create(name="Lapsed", expires_at=now + dt.timedelta(hours=1))
     gone, _ = site.create(name="Gone")
+    paused, _ = site.create(name="Paused")
     with site.app.app_context():
         site.keyauth.revoke_key(gone.id)
+        service_of(site.app).disable_key(paused.id)
     clock.advance(hours=2)
     html = site.page("/")
     expected = {
@@ -711,12 +758,14 @@ def test_statuses(site: Site) -> None:
         "Forever": "active",
         "Lapsed": "expired",
         "Gone": "revoked",
+        "Paused": "disabled",
     }
     labels = {
         "active": "Active",
         "expiring": "Expiring soon",
         "expired": "Expired",
         "revoked": "Revoked",
+        "disabled": "Disabled",
     }
     for name, status in expected.items():
         row = row_of(html, name)
@@ -727,6 +776,40 @@ def test_statuses(site: Site) -> None:
     lapsed = next(k for k in site.key_list() if k.name == "Lapsed")
     detail = site.page(f"/{lapsed.id}")
     assert "/rotate" not in detail and "Revoke</a>" not in detail
+    assert "/edit" not in detail and "/disable" not in detail and "/enable" not in detail
+    # A disabled key can be enabled or revoked, and nothing else.
+    detail = site.page(f"/{paused.id}")
+    assert "This key is disabled since" in detail
+    assert f'href="{PREFIX}/{paused.id}/enable">Enable</a>' in detail
+    assert f'href="{PREFIX}/{paused.id}/revoke">Revoke</a>' in detail
+    for action in ("rotate", "edit", "disable"):
+        assert f"{PREFIX}/{paused.id}/{action}" not in detail, action
+    # An active key offers every action.
+    fresh = next(k for k in site.key_list() if k.name == "Fresh")
+    detail = site.page(f"/{fresh.id}")
+    for action in ("rotate", "edit", "disable", "revoke"):
+        assert f'href="{PREFIX}/{fresh.id}/{action}"' in detail, action
+    assert f"{PREFIX}/{fresh.id}/enable" not in detail
+
+
+def test_a_key_expiring_within_7_days_says_so_on_its_page(site: Site) -> None:
+    clock = install_clock(site.app, dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.timezone.utc))
+    soon, _ = site.create(name="Soon", expires_at=clock.now + dt.timedelta(days=3))
+    later, _ = site.create(name="Later", expires_at=clock.now + dt.timedelta(days=8))
+    html = site.page(f"/{soon.id}")
+    notice = re.search(r'<div class="ka-notice [^"]*ka-expires-soon".*?</div>', html, re.S)
+    assert notice is not None
+    assert "<strong>This key expires in 3 days</strong>" in notice.group()
+    assert "2026-11-26 10:00 UTC" in notice.group()
+    assert f'href="{PREFIX}/{soon.id}/rotate">Rotate it</a>' in notice.group()
+    assert "ka-expires-soon" not in site.page(f"/{later.id}")
+    clock.advance(days=2)
+    assert "<strong>This key expires in 6 days</strong>" in site.page(f"/{later.id}")
+    # Hours, at the end.
+    clock.advance(days=5, hours=19)
+    assert "<strong>This key expires in 5 hours</strong>" in site.page(f"/{later.id}")
+    clock.advance(hours=6)
+    assert "ka-expires-soon" not in site.page(f"/{later.id}")  # expired now
 
 
 def test_rotate_hint_on_active_keys_past_the_reminder(make_site: MakeSite) -> None:

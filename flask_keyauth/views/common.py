@@ -1,7 +1,9 @@
-"""What the pages and the JSON API share: the session owner and CSRF."""
+"""What the pages, the JSON API and the command line share: the session
+owner, its person and role, CSRF, and the ``key=value`` form of metadata."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 from flask import request
@@ -62,3 +64,41 @@ def check_csrf() -> None:
         validate_csrf(token)  # type: ignore[no-untyped-call]
     except WTFValidationError as error:
         raise CsrfFailed(f"The CSRF token is missing or invalid: {error}") from None
+
+
+def parse_labels(lines: Iterable[str]) -> dict[str, str]:
+    """Metadata written as ``key=value`` lines (the key pages' text box, the
+    command line's ``--metadata``): blank lines are skipped, the key and the
+    value are trimmed. The service's ``check_metadata`` then applies its own
+    rule (strings, 4 KiB); this only reads the notation.
+
+    >>> parse_labels(["team = payments", "", "ticket=OPS-12"])
+    {'team': 'payments', 'ticket': 'OPS-12'}
+    """
+    labels: dict[str, str] = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        key, equals, value = line.partition("=")
+        key = key.strip()
+        if not equals:
+            raise ValueError(f"{line.strip()!r} has no '=': write each label as key=value")
+        if not key:
+            raise ValueError(f"{line.strip()!r} has no key before '='")
+        if key in labels:
+            raise ValueError(f"the key {key!r} is given twice")
+        labels[key] = value.strip()
+    return labels
+
+
+def format_labels(labels: Mapping[str, str]) -> str | None:
+    """``labels`` as ``key=value`` lines, or ``None`` when :func:`parse_labels`
+    would not read them back as they are (a value on several lines, a key
+    holding ``=``, spaces at either end): such metadata is changed through
+    the JSON API only."""
+    text = "\n".join(f"{key}={value}" for key, value in labels.items())
+    try:
+        same = parse_labels(text.split("\n")) == dict(labels)
+    except ValueError:
+        same = False
+    return text if same else None

@@ -1,6 +1,11 @@
-"""The HTML pages of the blueprint: list, create, details, revoke, rotate.
+"""The HTML pages of the blueprint: list, create, details, edit, disable and
+enable, revoke, rotate.
 
-Every page is for the session owner (``@keyauth.owner_loader``). A new key
+Every page is for the session owner (``@keyauth.owner_loader``). A viewer
+(``@keyauth.role_loader`` answering ``"viewer"``) sees the list, the key
+pages, usage and events; every page that changes a key is hidden from them
+and answers 403 ``FORBIDDEN``, whatever the method. Changes are recorded as
+made by the session's person (``@keyauth.actor_loader``). A new key
 is rendered once, in the response to the POST that created it, with
 ``Cache-Control: no-store``; it never goes into a URL, a redirect, a flash
 message, the session or a log. Each create or rotate form carries a
@@ -19,12 +24,12 @@ import datetime as dt
 import functools
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from flask import redirect, render_template, request, session, url_for
+from flask import g, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 from werkzeug.wrappers import Response
@@ -32,10 +37,21 @@ from werkzeug.wrappers import Response
 from .. import charts
 from ..decorators import get_state
 from ..errors import KeyAuthError, KeyNotFound, StorageUnavailable
-from ..models import NAME_MAX, ApiKeyInfo, KeyEvent
+from ..models import DESCRIPTION_MAX, NAME_MAX, ApiKeyInfo, KeyEvent
+from ..service import check_allowed_ips, check_description, check_metadata
 from ..store import STORE_RETRY_AFTER, is_unavailable
 from . import blueprint
-from .common import SAFE_METHODS, check_csrf, csrf_token, session_actor, session_owner
+from .api import MANAGE_SCOPE
+from .common import (
+    SAFE_METHODS,
+    check_csrf,
+    csrf_token,
+    format_labels,
+    parse_labels,
+    session_actor,
+    session_may_change,
+    session_owner,
+)
 
 #: Days of usage the list's sparklines and the detail page's chart show.
 USAGE_DAYS = 30
@@ -65,8 +81,16 @@ FORMS_REMEMBERED = 8
 STATUS_LABELS = {
     "active": "Active",
     "expiring": "Expiring soon",
+    "disabled": "Disabled",
     "expired": "Expired",
     "revoked": "Revoked",
+}
+#: What the key page says after a change it redirected to (``?done=``).
+DONE_NOTICES = {
+    "revoked": ("Key revoked.", "Requests with it are refused from now on."),
+    "disabled": ("Key disabled.", "Requests with it are refused until it is enabled again."),
+    "enabled": ("Key enabled.", "Requests with it are accepted again."),
+    "updated": ("Changes saved.", ""),
 }
 
 logger = logging.getLogger("flask_keyauth")
@@ -176,7 +200,8 @@ def read_expiry(
 
 
 def describe_actor(actor: str | None) -> str:
-    """How the event table names who made a change."""
+    """How the pages name who made a change or created a key: the person
+    (``@keyauth.actor_loader``) as recorded, else how it was made."""
     if actor is None:
         return "Application"
     kind, _, who = actor.partition(":")
@@ -193,7 +218,8 @@ def describe_actor(actor: str | None) -> str:
 
 
 def display_status(key: ApiKeyInfo, now: dt.datetime) -> str:
-    """``active``, ``expiring`` (within 7 days), ``expired`` or ``revoked``."""
+    """``active``, ``expiring`` (within 7 days), ``disabled``, ``expired``
+    or ``revoked``."""
     if key.status != "active":
         return key.status
     if key.expires_at is not None and key.expires_at - now <= EXPIRING_SOON:
@@ -221,6 +247,33 @@ class KeyView:
     @property
     def usable(self) -> bool:
         return self.status in ("active", "expiring")
+
+    @property
+    def disabled(self) -> bool:
+        """Switched off, and neither revoked nor expired: it can be enabled."""
+        return self.status == "disabled"
+
+    @property
+    def revocable(self) -> bool:
+        return self.usable or self.disabled
+
+    @property
+    def created_by(self) -> str | None:
+        """Who created the key, as the pages name them; ``None``: not recorded."""
+        return None if self.key.created_by is None else describe_actor(self.key.created_by)
+
+    @property
+    def expires_soon(self) -> str | None:
+        """``in 3 days`` while a usable key expires within 7 days, else ``None``."""
+        if self.status != "expiring" or self.key.expires_at is None:
+            return None
+        return relative(self.key.expires_at, self.now)
+
+    @property
+    def metadata_lines(self) -> str | None:
+        """The key's metadata as the edit form's ``key=value`` lines; ``None``
+        when they would not read back the same (see ``format_labels``)."""
+        return format_labels(self.key.metadata)
 
     @property
     def age_days(self) -> int:
@@ -294,7 +347,10 @@ def render(template: str, status: int = 200, **context: Any) -> Response:
             format_datetime=format_datetime,
             iso=iso,
             relative=relative,
+            describe_actor=describe_actor,
             now=get_state().service.clock(),
+            # Whether to show the actions that change keys (never to a viewer).
+            may_change=may_change(),
             **context,
         ),
         status,
@@ -406,6 +462,8 @@ def page(view: PageView) -> Callable[..., ResponseReturnValue]:
         try:
             if request.method not in SAFE_METHODS:
                 check_csrf()
+            # Asked once a request, and only of a signed-in session.
+            g._keyauth_may_change = session_may_change()  # noqa: SLF001 - our name on g
             return view(owner, **kwargs)
         except PageError as error:
             return error_page(error)
@@ -424,6 +482,32 @@ def page(view: PageView) -> Callable[..., ResponseReturnValue]:
             )
             response.headers["Retry-After"] = str(STORE_RETRY_AFTER)
             return response
+
+    return wrapper
+
+
+def may_change() -> bool:
+    """Whether this request's session may change keys: ``False`` for a
+    viewer, and before the session is known (a sign-in or error page)."""
+    return bool(g.get("_keyauth_may_change", False))
+
+
+def managers_only(view: PageView) -> PageView:
+    """Refuse a page that changes keys to a viewer, with 403 ``FORBIDDEN``
+    for every method: the form would be of no use to them. (Inside
+    :func:`page`: a POST passes the CSRF check first, as on the JSON API.)"""
+
+    @functools.wraps(view)
+    def wrapper(owner: str, **kwargs: Any) -> ResponseReturnValue:
+        if not may_change():
+            raise PageError(
+                403,
+                "FORBIDDEN",
+                "View only",
+                "You can see this account's API keys, their usage and their history, "
+                "but only a manager can create, change, rotate, disable or revoke them.",
+            )
+        return view(owner, **kwargs)
 
     return wrapper
 
@@ -484,6 +568,196 @@ def index(owner: str) -> ResponseReturnValue:
     )
 
 
+# -- fields the create and edit forms share ---------------------------------------
+
+#: The optional details a key takes, as the forms name them.
+DETAIL_FIELDS = ("description", "metadata", "allowed_ips", "limits")
+#: What the edit form changes; a field it does not send is left as it is.
+EDIT_FIELDS = ("name", *DETAIL_FIELDS)
+
+
+def sentence(error: Exception) -> str:
+    """A checker's message as a form shows it: capitalised, with a full stop,
+    the service's name for the allowed addresses in words."""
+    text = str(error).replace("allowed_ips: ", "").replace("allowed_ips", "the list of addresses")
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "?", "!")) else f"{text}."
+
+
+def name_error(name: str) -> str | None:
+    """What is wrong with a (trimmed) key name typed in a form, if anything."""
+    if not name:
+        return "Give the key a name, such as where it is used."
+    if len(name) > NAME_MAX:
+        return f"The name can be at most {NAME_MAX} characters long; this one has {len(name)}."
+    return None
+
+
+def text_field(form: Mapping[str, Any], name: str) -> str:
+    # Browsers send the line breaks of a text box as CRLF.
+    return str(form.get(name, "")).replace("\r\n", "\n").replace("\r", "\n")
+
+
+@dataclass
+class DetailFields:
+    """A key's optional details as typed: its description, its metadata as
+    ``key=value`` lines, the addresses it may be used from (one per line) and,
+    on the edit form, its own limits. Each is checked by the service's own
+    rule (``check_description``, ``check_metadata``, ``check_allowed_ips``,
+    ``check_limits``); the forms only read the notation."""
+
+    description: str = ""
+    metadata: str = ""
+    allowed_ips: str = ""
+    limits: str = ""
+
+    @classmethod
+    def read(cls, form: Mapping[str, Any]) -> DetailFields:
+        return cls(**{name: text_field(form, name) for name in DETAIL_FIELDS})
+
+    @classmethod
+    def of(cls, key: ApiKeyInfo) -> DetailFields:
+        return cls(
+            description=key.description or "",
+            metadata=format_labels(key.metadata) or "",
+            allowed_ips="\n".join(key.allowed_ips),
+            limits=key.limits or "",
+        )
+
+    def checked(self, errors: dict[str, str], names: Iterable[str]) -> dict[str, Any]:
+        """The service's arguments for the fields ``names`` (``None`` clears
+        one); a value the service's rule refuses goes into ``errors``."""
+        readers: dict[str, Callable[[], Any]] = {
+            "description": self._description,
+            "metadata": self._metadata,
+            "allowed_ips": self._allowed_ips,
+            "limits": self._limits,
+        }
+        values: dict[str, Any] = {}
+        for name in names:
+            try:
+                values[name] = readers[name]()
+            except ValueError as error:
+                errors[name] = sentence(error)
+        return values
+
+    def _description(self) -> str | None:
+        return check_description(self.description.strip())
+
+    def _metadata(self) -> dict[str, str] | None:
+        labels = parse_labels(self.metadata.split("\n"))
+        check_metadata(labels)
+        return labels or None
+
+    def _allowed_ips(self) -> list[str] | None:
+        entries = self.allowed_ips.replace(",", " ").split()
+        check_allowed_ips(entries)
+        return entries or None
+
+    def _limits(self) -> str | None:
+        text = self.limits.strip()
+        return get_state().service.check_limits(text) if text else None
+
+
+# -- expiry choices within KEYAUTH_MAX_LIFETIME_DAYS ---------------------------------
+
+
+def expiry_options(choices: Mapping[str, int | None]) -> dict[str, int | None]:
+    """The expiry choices a form offers: all of ``choices``, or with
+    ``KEYAUTH_MAX_LIFETIME_DAYS`` only those within it (no "never"), and
+    the longest allowed itself."""
+    most = get_state().settings.max_lifetime_days
+    if most is None:
+        return dict(choices)
+    within: dict[str, int | None] = {
+        value: days for value, days in choices.items() if days is not None and days <= most
+    }
+    within.setdefault(str(most), most)
+    return within
+
+
+def default_expiry(options: Mapping[str, int | None], preferred: str) -> str:
+    return preferred if preferred in options else list(options)[-1]
+
+
+def expiry_label(choice: str) -> str:
+    if choice == "never":
+        return "Never"
+    return "1 day" if choice == "1" else f"{choice} days"
+
+
+def last_day(now: dt.datetime) -> dt.date | None:
+    """The last day "On a date" may pick with ``KEYAUTH_MAX_LIFETIME_DAYS``:
+    a key works through the end of the day picked, and that end must fall
+    within the longest lifetime. ``None``: any day."""
+    most = get_state().settings.max_lifetime_days
+    if most is None:
+        return None
+    latest = now + dt.timedelta(days=most)
+    day = latest.date()
+    return day if end_of_day(day) <= latest else day - dt.timedelta(days=1)
+
+
+def chosen_expiry(
+    choice: str, day_text: str, now: dt.datetime, choices: Mapping[str, int | None]
+) -> dt.datetime | None:
+    """:func:`read_expiry` among the choices offered, and within the longest
+    lifetime by the service's own check (``FieldError`` otherwise)."""
+    expires_at = read_expiry(choice, day_text, now, expiry_options(choices))
+    if expires_at is not None:
+        try:
+            get_state().service.check_expiry(expires_at)
+        except ValueError as error:
+            latest = last_day(now)
+            if latest is None:
+                raise FieldError(sentence(error)) from None
+            most = get_state().settings.max_lifetime_days
+            raise FieldError(
+                f"Keys expire within {most} days here: choose {format_date(latest)} "
+                "or an earlier day."
+            ) from None
+    return expires_at
+
+
+def expiry_context(now: dt.datetime, choices: list[tuple[str, str]]) -> dict[str, Any]:
+    """What the expiry choices macro needs besides the form."""
+    latest = last_day(now)
+    return {
+        "expiry_choices": choices,
+        "min_date": now.date().isoformat(),
+        "max_date": latest.isoformat() if latest else "9999-12-31",
+        "max_lifetime_days": get_state().settings.max_lifetime_days,
+    }
+
+
+# -- creating --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScopeRow:
+    """One line of the create form's permission table."""
+
+    name: str
+    description: str
+    #: Every other scope it grants (expanded).
+    implies: list[str]
+    #: Whether it grants ``admin``: a live key with it asks for a confirmation.
+    grants_admin: bool
+
+
+def scope_rows() -> list[ScopeRow]:
+    settings = get_state().settings
+    return [
+        ScopeRow(
+            name=scope,
+            description=settings.scope_descriptions.get(scope, ""),
+            implies=sorted(granted - {scope}),
+            grants_admin=MANAGE_SCOPE in granted,
+        )
+        for scope, granted in settings.scopes.items()
+    ]
+
+
 @dataclass
 class CreateForm:
     """The create form's values, as typed, and its errors by field."""
@@ -494,6 +768,9 @@ class CreateForm:
     expires: str = DEFAULT_EXPIRY
     expires_on: str = ""
     form_id: str = ""
+    details: DetailFields = field(default_factory=DetailFields)
+    #: The box ticked to create a live key with ``admin``.
+    confirm_admin: bool = False
     errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -505,33 +782,45 @@ class CreateForm:
             expires=str(form.get("expires", "")),
             expires_on=str(form.get("expires_on", "")),
             form_id=str(form.get("form_id", "")),
+            details=DetailFields.read(form),
+            confirm_admin=form.get("confirm_admin") == "yes",
         )
 
-    def validate(self, now: dt.datetime) -> dt.datetime | None:
-        """Fill ``errors``; return the expiry when the form is valid."""
+    @property
+    def needs_admin_confirmation(self) -> bool:
+        """A live key that would hold ``admin``: it can create, change and
+        revoke every key of its owner, so the form asks before making it."""
         settings = get_state().settings
-        name = self.name.strip()
-        if not name:
-            self.errors["name"] = "Give the key a name, such as where it is used."
-        elif len(name) > NAME_MAX:
-            self.errors["name"] = (
-                f"The name can be at most {NAME_MAX} characters long; this one has {len(name)}."
-            )
-        if not self.scopes:
-            self.errors["scopes"] = "Choose at least one permission."
-        elif any(scope not in settings.scopes for scope in self.scopes):
-            self.errors["scopes"] = "Choose permissions from the list."
+        return self.environment == "live" and MANAGE_SCOPE in settings.expand(tuple(self.scopes))
+
+    def validate(self, now: dt.datetime) -> dict[str, Any]:
+        """Fill ``errors``; return the service's arguments besides the name,
+        scopes and environment: the expiry and the details."""
+        error = name_error(self.name.strip())
+        if error:
+            self.errors["name"] = error
+        self._check_scopes()
         if self.environment not in environments():
             self.errors["environment"] = "Choose live or test."
+        arguments = self.details.checked(self.errors, ("description", "metadata", "allowed_ips"))
         try:
-            return read_expiry(self.expires, self.expires_on, now, EXPIRY_CHOICES)
-        except FieldError as error:
-            self.errors["expires"] = str(error)
-            return None
+            arguments["expires_at"] = chosen_expiry(
+                self.expires, self.expires_on, now, EXPIRY_CHOICES
+            )
+        except FieldError as problem:
+            self.errors["expires"] = str(problem)
+        if self.needs_admin_confirmation and not self.confirm_admin:
+            self.errors["confirm_admin"] = (
+                "A live key with admin can create, change and revoke every key of this "
+                "account: tick the box to confirm, or choose fewer permissions or a test key."
+            )
+        return arguments
 
-
-def expiry_label(choice: str) -> str:
-    return "Never" if choice == "never" else f"{choice} days"
+    def _check_scopes(self) -> None:
+        if not self.scopes:
+            self.errors["scopes"] = "Choose at least one permission."
+        elif any(scope not in get_state().settings.scopes for scope in self.scopes):
+            self.errors["scopes"] = "Choose permissions from the list."
 
 
 def environments() -> list[str]:
@@ -541,21 +830,26 @@ def environments() -> list[str]:
 
 
 def render_create(form: CreateForm, status: int = 200) -> Response:
-    settings = get_state().settings
+    rows = scope_rows()
+    now = get_state().service.clock()
     return render(
         "keyauth/new.html",
         status,
         form=form,
-        scopes=[(scope, sorted(settings.scopes[scope] - {scope})) for scope in settings.scopes],
+        scopes=[(row.name, row.implies) for row in rows],
+        scope_rows=rows,
+        # The confirmation box is there when the form could make such a key.
+        asks_admin_confirmation="live" in environments() and any(r.grants_admin for r in rows),
         environments=environments(),
-        expiry_choices=[(key, expiry_label(key)) for key in EXPIRY_CHOICES],
-        min_date=get_state().service.clock().date().isoformat(),
         name_max=NAME_MAX,
+        description_max=DESCRIPTION_MAX,
+        **expiry_context(now, [(key, expiry_label(key)) for key in expiry_options(EXPIRY_CHOICES)]),
     )
 
 
 @blueprint.route("/new", methods=["GET", "POST"])
 @page
+@managers_only
 def new_key(owner: str) -> ResponseReturnValue:
     """The create form; its POST shows the new key, once."""
     service = get_state().service
@@ -566,12 +860,12 @@ def new_key(owner: str) -> ResponseReturnValue:
             CreateForm(
                 scopes=[default_scope] if default_scope else [],
                 environment="live" if "live" in envs else envs[0],
+                expires=default_expiry(expiry_options(EXPIRY_CHOICES), DEFAULT_EXPIRY),
                 form_id=issue_form_id(),
             )
         )
     form = CreateForm.read(request.form, request.form.getlist("scopes"))
-    now = service.clock()
-    expires_at = form.validate(now)
+    arguments = form.validate(service.clock())
     if form.errors:
         return render_create(form, 400)
     consume_form_id(form.form_id)
@@ -581,15 +875,19 @@ def new_key(owner: str) -> ResponseReturnValue:
             form.name.strip(),
             form.scopes,
             form.environment,
-            expires_at,
+            **arguments,
             **audit_context(owner),
         )
     except ValueError as error:
-        # A check the form could not make (the clock moved past the expiry).
-        form.errors["form"] = str(error)
+        # A check the form could not make (the clock moved past the expiry,
+        # the owner holds the most keys allowed).
+        form.errors["form"] = sentence(error)
         form.form_id = issue_form_id()
         return render_create(form, 400)
     return no_store(render("keyauth/created.html", 201, key=key_view(key), secret=secret))
+
+
+# -- one key -----------------------------------------------------------------------
 
 
 @blueprint.get("/<key_id>")
@@ -610,13 +908,15 @@ def key_page(owner: str, key_id: str) -> ResponseReturnValue:
         replaced_by=linked_key(owner, successor),
         replaces=linked_key(owner, predecessor),
     )
+    # Only a known word is echoed back, never the raw query value.
+    done = request.args.get("done", "")
     return render(
         "keyauth/detail.html",
         row=view,
         events=[event_view(event) for event in events],
         usage_days=USAGE_DAYS,
-        # Only a known word is echoed back, never the raw query value.
-        just_revoked=request.args.get("done") == "revoked",
+        done=DONE_NOTICES.get(done),
+        just_revoked=done == "revoked",
     )
 
 
@@ -635,9 +935,28 @@ ACTION_LABELS = {
     "created": "Created",
     "renamed": "Renamed",
     "expiry_changed": "Expiry changed",
+    "details_changed": "Details changed",
+    "allowed_ips_changed": "Allowed addresses changed",
+    "limits_changed": "Limits changed",
+    "disabled": "Disabled",
+    "enabled": "Enabled",
     "revoked": "Revoked",
     "rotated": "Rotated",
     "plan_changed": "Plan changed",
+}
+
+#: What an event's ``detail`` says, by action (``"none"``: the field was cleared).
+EVENT_NOTES: dict[str, Callable[[str], str]] = {
+    "renamed": lambda detail: detail,  # "old → new"
+    "expiry_changed": lambda detail: (
+        "Never expires" if detail == "never" else f"Now expires {detail}"
+    ),
+    "limits_changed": lambda detail: (
+        "Only the plan's limits now" if detail == "none" else f"Now {detail}"
+    ),
+    "allowed_ips_changed": lambda detail: (
+        "From any address now" if detail == "none" else "Now only from " + ", ".join(detail.split())
+    ),
 }
 
 
@@ -648,8 +967,8 @@ def event_view(event: KeyEvent) -> EventView:
         other_key, other_label = event.detail, "Replaced by"
     elif event.action == "created" and event.detail:
         other_key, other_label = event.detail, "Replaces"
-    elif event.action == "expiry_changed" and event.detail:
-        note = "Never expires" if event.detail == "never" else f"Now expires {event.detail}"
+    elif event.action in EVENT_NOTES and event.detail:
+        note = EVENT_NOTES[event.action](event.detail)
     return EventView(
         event=event,
         label=ACTION_LABELS.get(event.action, event.action.replace("_", " ").capitalize()),
@@ -660,8 +979,139 @@ def event_view(event: KeyEvent) -> EventView:
     )
 
 
+# -- changing a key ------------------------------------------------------------------
+
+
+def not_changeable(view: KeyView) -> PageError:
+    advice = "enable it first." if view.disabled else "create a new key instead."
+    return PageError(
+        409,
+        "KEY_NOT_ACTIVE",
+        "This key cannot be changed",
+        f"The key is {view.status_label.lower()}: {advice}",
+    )
+
+
+@dataclass
+class EditForm:
+    """The edit form's values, as sent, and its errors by field."""
+
+    name: str = ""
+    details: DetailFields = field(default_factory=DetailFields)
+    #: The fields the form sent (a field it leaves out is not changed: a host's
+    #: own template without it, metadata that only the JSON API can change).
+    sent: frozenset[str] = frozenset(EDIT_FIELDS)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, key: ApiKeyInfo) -> EditForm:
+        return cls(name=key.name, details=DetailFields.of(key))
+
+    @classmethod
+    def read(cls, form: Mapping[str, Any]) -> EditForm:
+        return cls(
+            name=str(form.get("name", "")),
+            details=DetailFields.read(form),
+            sent=frozenset(name for name in EDIT_FIELDS if name in form),
+        )
+
+    def validate(self) -> dict[str, Any]:
+        """Fill ``errors``; return the changes for ``service.update_key``."""
+        changes: dict[str, Any] = {}
+        if "name" in self.sent:
+            name = self.name.strip()
+            error = name_error(name)
+            if error:
+                self.errors["name"] = error
+            else:
+                changes["name"] = name
+        sent = [name for name in DETAIL_FIELDS if name in self.sent]
+        changes.update(self.details.checked(self.errors, sent))
+        return changes
+
+
+def render_edit(view: KeyView, form: EditForm, status: int = 200) -> Response:
+    return render(
+        "keyauth/edit.html",
+        status,
+        row=view,
+        form=form,
+        name_max=NAME_MAX,
+        description_max=DESCRIPTION_MAX,
+    )
+
+
+@blueprint.route("/<key_id>/edit", methods=["GET", "POST"])
+@page
+@managers_only
+def edit_page(owner: str, key_id: str) -> ResponseReturnValue:
+    """GET shows the key's name and details in a form; POST changes them
+    through ``service.update_key`` (which records who changed what)."""
+    service = get_state().service
+    view = key_view(owned_key(owner, key_id))
+    if not view.usable:
+        raise not_changeable(view)
+    if request.method != "POST":
+        return render_edit(view, EditForm.of(view.key))
+    form = EditForm.read(request.form)
+    changes = form.validate()
+    if form.errors:
+        return render_edit(view, form, 400)
+    try:
+        service.update_key(view.key.id, **audit_context(owner), **changes)
+    except ValueError as error:
+        # Disabled, revoked or expired since the check above.
+        view = key_view(service.get_key(view.key.id))
+        if not view.usable:
+            raise not_changeable(view) from None
+        form.errors["form"] = sentence(error)
+        return render_edit(view, form, 400)
+    return redirect(url_for(".key_page", key_id=view.key.id, done="updated"), 303)
+
+
+def switch(owner: str, key_id: str, off: bool) -> ResponseReturnValue:
+    """GET asks for confirmation; POST disables (``off``) or enables the key.
+    Switching a key to the state it is in already changes nothing."""
+    view = key_view(owned_key(owner, key_id))
+    if request.method != "POST":
+        return render("keyauth/switch.html", row=view, off=off)
+    refused = PageError(
+        409,
+        "KEY_NOT_ACTIVE",
+        "This key cannot be switched on or off",
+        f"The key is {view.status_label.lower()}: create a new key instead.",
+    )
+    if not view.revocable:
+        raise refused
+    service = get_state().service
+    change = service.disable_key if off else service.enable_key
+    try:
+        change(view.key.id, **audit_context(owner))
+    except ValueError:
+        raise refused from None  # revoked since the check above
+    done = "disabled" if off else "enabled"
+    return redirect(url_for(".key_page", key_id=view.key.id, done=done), 303)
+
+
+@blueprint.route("/<key_id>/disable", methods=["GET", "POST"])
+@page
+@managers_only
+def disable_page(owner: str, key_id: str) -> ResponseReturnValue:
+    """GET asks for confirmation; POST disables the key until it is enabled."""
+    return switch(owner, key_id, off=True)
+
+
+@blueprint.route("/<key_id>/enable", methods=["GET", "POST"])
+@page
+@managers_only
+def enable_page(owner: str, key_id: str) -> ResponseReturnValue:
+    """GET asks for confirmation; POST enables a disabled key again."""
+    return switch(owner, key_id, off=False)
+
+
 @blueprint.route("/<key_id>/revoke", methods=["GET", "POST"])
 @page
+@managers_only
 def revoke_page(owner: str, key_id: str) -> ResponseReturnValue:
     """GET asks for confirmation; POST revokes the key at once."""
     key = owned_key(owner, key_id)
@@ -702,7 +1152,7 @@ class RotateForm:
             self.errors["grace"] = "Choose when the old key stops working."
         if self.expires != "same":
             try:
-                arguments["expires_at"] = read_expiry(
+                arguments["expires_at"] = chosen_expiry(
                     self.expires, self.expires_on, now, ROTATE_EXPIRY_CHOICES
                 )
             except FieldError as error:
@@ -712,6 +1162,7 @@ class RotateForm:
 
 @blueprint.route("/<key_id>/rotate", methods=["GET", "POST"])
 @page
+@managers_only
 def rotate_page(owner: str, key_id: str) -> ResponseReturnValue:
     """GET offers the grace periods and the new key's expiry; POST shows
     the new key, once."""
@@ -757,11 +1208,14 @@ def not_rotatable(view: KeyView) -> PageError:
             "This key was already rotated",
             "A key is rotated once: rotate its replacement instead.",
         )
+    advice = "create a new key instead."
+    if view.disabled:
+        advice = "enable it first, or create a new key."
     return PageError(
         409,
         "KEY_NOT_ACTIVE",
         "This key cannot be rotated",
-        f"The key is {view.status_label.lower()}: create a new key instead.",
+        f"The key is {view.status_label.lower()}: {advice}",
     )
 
 
@@ -786,6 +1240,19 @@ def lifetime(key: ApiKeyInfo) -> str | None:
     return duration((key.expires_at - key.created_at).total_seconds())
 
 
+def same_lifetime(key: ApiKeyInfo) -> str:
+    """What "Same lifetime as the old key" gives the new key, as the form
+    says it: the old key's lifetime, within ``KEYAUTH_MAX_LIFETIME_DAYS``
+    when that is set (as ``rotate_key`` applies it)."""
+    most = get_state().settings.max_lifetime_days
+    old = key.expires_at - key.created_at if key.expires_at is not None else None
+    if most is not None and (old is None or old > dt.timedelta(days=most)):
+        return f"{duration(most * 86400)} from now: the longest allowed here"
+    if old is None:
+        return "Never expires: the old key never does"
+    return f"{duration(old.total_seconds())} from now"
+
+
 def render_rotate(view: KeyView, form: RotateForm, status: int = 200) -> Response:
     return render(
         "keyauth/rotate.html",
@@ -793,12 +1260,15 @@ def render_rotate(view: KeyView, form: RotateForm, status: int = 200) -> Respons
         row=view,
         form=form,
         grace_choices=grace_ends(view),
-        # "Never" is the same lifetime already when the old key never expires.
-        expiry_choices=[
-            (choice, expiry_label(choice))
-            for choice in ROTATE_EXPIRY_CHOICES
-            if choice != "never" or view.key.expires_at is not None
-        ],
         old_lifetime=lifetime(view.key),
-        min_date=view.now.date().isoformat(),
+        same_lifetime=same_lifetime(view.key),
+        **expiry_context(
+            view.now,
+            # "Never" is the same lifetime already when the old key never expires.
+            [
+                (choice, expiry_label(choice))
+                for choice in expiry_options(ROTATE_EXPIRY_CHOICES)
+                if choice != "never" or view.key.expires_at is not None
+            ],
+        ),
     )

@@ -1,5 +1,6 @@
-// The copy button of the page that shows a new key. Everything else on the
-// key pages works without JavaScript; the button stays hidden without it.
+// The copy button of the page that shows a new key, and small helps of the
+// create form. Everything on the key pages works without JavaScript; the copy
+// button stays hidden without it.
 (function () {
   "use strict";
 
@@ -57,5 +58,20 @@
     if (!radio) { return; }
     input.addEventListener("input", function () { radio.checked = true; });
     input.addEventListener("focus", function () { radio.checked = true; });
+  });
+
+  // The confirmation for a live key with admin shows while that is what the
+  // create form would make (without script it always shows; the server
+  // asks for it only then).
+  document.querySelectorAll("[data-admin-confirm]").forEach(function (box) {
+    var form = box.closest("form");
+    if (!form) { return; }
+    var update = function () {
+      var admin = form.querySelector("input[data-grants-admin]:checked");
+      var live = form.querySelector('input[name="environment"][value="live"]:checked');
+      box.hidden = !(admin && live);
+    };
+    form.addEventListener("change", update);
+    update();
   });
 })();
