@@ -1,9 +1,10 @@
 """``flask keys …``: manage keys and plans from the command line.
 
 The full key is printed once, by ``create`` and ``rotate``, and nowhere
-else. A bad argument (a missing option or argument, a bad choice, a path
-that does not exist, a value the service refuses) prints one line on
-stderr and exits with status 2.
+else. Changes are recorded in the keys' history as made by ``cli``, or by
+the person ``--actor NAME`` names. A bad argument (a missing option or
+argument, a bad choice, a path that does not exist, a value the service
+refuses) prints one line on stderr and exits with status 2.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .decorators import get_state
 from .errors import KeyNotFound
 from .models import ApiKeyInfo, isoformat
 from .scan import scan
+from .views.common import parse_labels
 
 # A unit is required: "90" could mean seconds as well as days. Only 0 stands alone.
 _DURATION = re.compile(r"(?:(\d+)([smhd]))|0")
@@ -118,8 +120,13 @@ class KeysCommand(click.Command):
             rest = super().parse_args(ctx, args)
             for param in self.params:
                 value = ctx.params.get(param.name) if param.name else None
-                if param.type is click.STRING and isinstance(value, str) and not _is_utf8(value):
-                    raise click.BadParameter(f"'{one_line(value)}' is not UTF-8 text", ctx, param)
+                if param.type is not click.STRING:
+                    continue
+                # A repeated option (--metadata) gives a tuple.
+                for text in value if isinstance(value, tuple) else (value,):
+                    if isinstance(text, str) and not _is_utf8(text):
+                        message = f"'{one_line(text)}' is not UTF-8 text"
+                        raise click.BadParameter(message, ctx, param)
             return rest
 
 
@@ -183,6 +190,29 @@ def _service() -> Any:
     return get_state().service
 
 
+def _actor(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("must not be empty", ctx, param)
+    return value
+
+
+#: ``--actor``: who the audit trail records for a change (SPEC §12).
+actor_option = click.option(
+    "--actor",
+    default="cli",
+    show_default=True,
+    callback=_actor,
+    help="Who is acting, as the key's history records it (a name or an email).",
+)
+
+
+def _list_option(text: str | None) -> list[str] | None:
+    """``a,b`` -> ``["a", "b"]``; ``None`` when the option was not given."""
+    if text is None:
+        return None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _keys_of(owner: str | None) -> list[ApiKeyInfo]:
     service = _service()
     try:
@@ -205,13 +235,28 @@ def _keys_of(owner: str | None) -> list[ApiKeyInfo]:
 @click.option(
     "--limits", default=None, help="The key's own limits, beside its owner's plan: '10/minute'."
 )
+@click.option("--description", default=None, help="What the key is for (at most 1,000 characters).")
+@click.option(
+    "--metadata", "labels", multiple=True, metavar="KEY=VALUE",
+    help="A label for the host's own use; repeat the option for more.",
+)
+@click.option(
+    "--allowed-ips", default=None, metavar="A,B",
+    help="Comma-separated addresses or CIDR blocks the key may be used from (default: any).",
+)
+@actor_option
 def create_command(
     owner: str, name: str, scopes: str, environment: str, expires_in: str | None,
-    limits: str | None,
+    limits: str | None, description: str | None, labels: tuple[str, ...],
+    allowed_ips: str | None, actor: str,
 ) -> None:
     """Create a key and print it once."""
     service = _service()
     expires_at = None
+    try:
+        metadata = parse_labels(labels) if labels else None
+    except ValueError as error:
+        fail(f"--metadata: {error}")
     try:
         if expires_in is not None:
             lifetime = parse_duration(expires_in)
@@ -223,7 +268,9 @@ def create_command(
                 fail(f"--expires-in {expires_in} ends past the year 9999")
         scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
         info, secret = service.create_key(
-            owner, name, scope_list, environment, expires_at, limits=limits, actor="cli"
+            owner, name, scope_list, environment, expires_at, limits=limits,
+            description=description, metadata=metadata,
+            allowed_ips=_list_option(allowed_ips), actor=actor,
         )
     except ValueError as error:
         fail(str(error))
@@ -249,23 +296,50 @@ def list_command(owner: str | None) -> None:
 
 @keys_cli.command("revoke")
 @click.argument("key_id")
-def revoke_command(key_id: str) -> None:
+@actor_option
+def revoke_command(key_id: str, actor: str) -> None:
     """Revoke a key at once."""
     try:
-        info = _service().revoke_key(key_id, actor="cli")
+        info = _service().revoke_key(key_id, actor=actor)
     except (KeyNotFound, ValueError) as error:
         fail(str(error))
     click.echo(f"Revoked key {info.id} ({info.redacted}).")
 
 
+@keys_cli.command("disable")
+@click.argument("key_id")
+@actor_option
+def disable_command(key_id: str, actor: str) -> None:
+    """Switch a key off until it is enabled: refused at once, in every
+    process. Unlike revoking, this can be undone."""
+    try:
+        info = _service().disable_key(key_id, actor=actor)
+    except (KeyNotFound, ValueError) as error:
+        fail(str(error))
+    click.echo(f"Disabled key {info.id} ({info.redacted}); 'flask keys enable' undoes it.")
+
+
+@keys_cli.command("enable")
+@click.argument("key_id")
+@actor_option
+def enable_command(key_id: str, actor: str) -> None:
+    """Switch a disabled key back on, at once."""
+    try:
+        info = _service().enable_key(key_id, actor=actor)
+    except (KeyNotFound, ValueError) as error:
+        fail(str(error))
+    click.echo(f"Enabled key {info.id} ({info.redacted}): it is {info.status}.")
+
+
 @keys_cli.command("rotate")
 @click.argument("key_id")
 @click.option("--grace", default="24h", show_default=True, help="How long the old key still works.")
-def rotate_command(key_id: str, grace: str) -> None:
+@actor_option
+def rotate_command(key_id: str, grace: str, actor: str) -> None:
     """Replace a key by a new one and print the new key once."""
     try:
         lifetime = parse_duration(grace)
-        info, secret = _service().rotate_key(key_id, lifetime, actor="cli")
+        info, secret = _service().rotate_key(key_id, lifetime, actor=actor)
     except (KeyNotFound, ValueError) as error:
         fail(str(error))
     if lifetime:
@@ -280,14 +354,15 @@ def rotate_command(key_id: str, grace: str) -> None:
 @click.argument("owner")
 @click.argument("plan")
 @click.option("--limits", default=None, help="Custom limits, e.g. '5000/hour;100000/day'.")
-def plan_command(owner: str, plan: str, limits: str | None) -> None:
+@actor_option
+def plan_command(owner: str, plan: str, limits: str | None, actor: str) -> None:
     """Put an owner on a plan (a plan without fixed limits needs --limits)."""
     service = _service()
     plans = service.settings.plans
     if limits is None and plan in plans and plans[plan] is None:
         fail(f"plan {plan!r} has no fixed limits: give --limits, e.g. --limits '5000/hour'")
     try:
-        service.set_plan(owner, plan, limits, actor="cli")
+        service.set_plan(owner, plan, limits, actor=actor)
         name, applied = service.get_plan(owner)
     except ValueError as error:
         fail(str(error))

@@ -56,6 +56,12 @@ def one_line_error(result: Any) -> str:
         (["revoke", "AAAAAAAAAAAA", "again"], "unexpected extra argument"),
         (["rotate"], "Missing argument 'KEY_ID'"),
         (["plan", "acme"], "Missing argument 'PLAN'"),
+        (["disable"], "Missing argument 'KEY_ID'"),
+        (["enable"], "Missing argument 'KEY_ID'"),
+        (["enable", "AAAAAAAAAAAA", "--bogus"], "No such option"),
+        (["create", "--owner", "acme", "--name", "k", "--actor", ""], "'--actor': must not be"),
+        (["revoke", "AAAAAAAAAAAA", "--actor", "  "], "'--actor': must not be empty"),
+        (["rotate", "AAAAAAAAAAAA", "--actor"], "'--actor' requires an argument"),
         (["nosuch"], "No such command 'nosuch'"),
     ],
 )
@@ -85,6 +91,11 @@ def test_usage_errors_do_not_echo_control_characters(runner: Any) -> None:
         ["create", "--owner", "{bad}", "--name", "k"],
         ["create", "--owner", "acme", "--name", "{bad}"],
         ["plan", "{bad}", "free"],
+        ["disable", "{bad}"],
+        ["enable", "{bad}"],
+        ["revoke", "AAAAAAAAAAAA", "--actor", "{bad}"],
+        ["create", "--owner", "acme", "--name", "k", "--description", "{bad}"],
+        ["create", "--owner", "acme", "--name", "k", "--metadata", "ok=1", "--metadata", "k={bad}"],
     ],
 )
 def test_arguments_that_were_not_utf8(
@@ -135,6 +146,41 @@ def test_create_with_the_keys_own_limits(app: Flask, runner: Any, client: Any) -
         keys(runner, "create", "--owner", "acme", "--name", "k", "--limits", "lots")
     )
     assert "cannot be parsed" in line
+
+
+def test_create_with_a_description_metadata_and_allowed_addresses(
+    app: Flask, runner: Any, client: Any
+) -> None:
+    secret = printed_key(
+        keys(runner, "create", "--owner", "acme", "--name", "office",
+             "--description", "The office printer", "--metadata", "site = paris",
+             "--metadata", "floor=3", "--allowed-ips", "198.51.100.0/24, 2001:db8::1")
+    )
+    with app.app_context():
+        info = service_of(app).get_key(secret[8:20])
+    assert info.description == "The office printer"
+    assert dict(info.metadata) == {"site": "paris", "floor": "3"}
+    assert info.allowed_ips == ("198.51.100.0/24", "2001:db8::1/128")
+    assert client.get("/read", headers=bearer(secret)).status_code == 403  # from 127.0.0.1
+    inside = {"REMOTE_ADDR": "198.51.100.9"}
+    assert client.get("/read", headers=bearer(secret), environ_base=inside).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--allowed-ips", "10.0.0.1,somewhere"], "'somewhere' is not an address or CIDR block"),
+        (["--description", "d" * 1001], "description must be at most 1000 characters"),
+        (["--metadata", "no-equals"], "--metadata: 'no-equals' has no '='"),
+        (["--metadata", "a=1", "--metadata", "a=2"], "--metadata: the key 'a' is given twice"),
+        (["--metadata", "k=" + "v" * 5000], "metadata must be at most 4096 bytes"),
+    ],
+)
+def test_create_refuses_bad_details(app: Flask, runner: Any, args: list[str], message: str) -> None:
+    line = one_line_error(keys(runner, "create", "--owner", "acme", "--name", "k", *args))
+    assert message in line, line
+    with app.app_context():
+        assert service_of(app).all_keys() == []
 
 
 @pytest.mark.parametrize(
@@ -239,8 +285,73 @@ def test_revoke(app: Flask, runner: Any, client: Any, make_key: MakeKey) -> None
 
 
 @pytest.mark.parametrize("key_id", ["AAAAAAAAAAAA", "nope"])
-def test_revoke_unknown_id(runner: Any, key_id: str) -> None:
-    assert key_id in one_line_error(keys(runner, "revoke", key_id))
+@pytest.mark.parametrize("command", ["revoke", "disable", "enable"])
+def test_unknown_ids_are_bad_arguments(runner: Any, command: str, key_id: str) -> None:
+    assert key_id in one_line_error(keys(runner, command, key_id))
+
+
+# -- disable and enable ------------------------------------------------------------------
+
+
+def test_disable_and_enable(app: Flask, runner: Any, client: Any, make_key: MakeKey) -> None:
+    info, secret = make_key()
+    result = keys(runner, "disable", info.id)
+    assert result.exit_code == 0, result.output
+    assert f"Disabled key {info.id} ({info.redacted})" in result.stdout
+    assert secret not in result.output
+    refused = client.get("/read", headers=bearer(secret))
+    assert (refused.status_code, refused.json["error"]["code"]) == (401, "INVALID_API_KEY")
+    assert "disabled" in keys(runner, "list").stdout
+    result = keys(runner, "enable", info.id, "--actor", "alice")
+    assert result.exit_code == 0 and "it is active" in result.stdout
+    assert client.get("/read", headers=bearer(secret)).status_code == 200
+    # Again: a no-op, not an error; no second event.
+    assert keys(runner, "enable", info.id).exit_code == 0
+    with app.app_context():
+        events = service_of(app).events("acme", key_id=info.id)
+    assert [(e.action, e.actor) for e in events] == [
+        ("enabled", "alice"), ("disabled", "cli"), ("created", None),
+    ]
+
+
+def test_a_revoked_key_cannot_be_switched(app: Flask, runner: Any, make_key: MakeKey) -> None:
+    info, _ = make_key()
+    assert keys(runner, "revoke", info.id).exit_code == 0
+    for command in ("disable", "enable"):
+        assert "revoked" in one_line_error(keys(runner, command, info.id))
+    with app.app_context():
+        assert service_of(app).get_key(info.id).disabled_at is None
+
+
+# -- who acted --------------------------------------------------------------------------
+
+
+def test_changes_are_recorded_as_cli_or_the_actor_given(
+    app: Flask, runner: Any, make_key: MakeKey
+) -> None:
+    by_default = printed_key(keys(runner, "create", "--owner", "acme", "--name", "a"))
+    by_alice = printed_key(
+        keys(runner, "create", "--owner", "acme", "--name", "b", "--actor", "alice@acme.test")
+    )
+    rotated = printed_key(keys(runner, "rotate", by_alice[8:20], "--actor", "bob"))
+    assert keys(runner, "revoke", by_default[8:20], "--actor", "carol").exit_code == 0
+    assert keys(runner, "disable", rotated[8:20], "--actor", "dave").exit_code == 0
+    assert keys(runner, "plan", "acme", "starter", "--actor", "erin").exit_code == 0
+    with app.app_context():
+        service = service_of(app)
+        assert service.get_key(by_default[8:20]).created_by == "cli"
+        assert service.get_key(by_alice[8:20]).created_by == "alice@acme.test"
+        assert service.get_key(rotated[8:20]).created_by == "bob"
+        events = [(e.action, e.key_id, e.actor) for e in service.events("acme")]
+    assert events == [
+        ("plan_changed", None, "erin"),
+        ("disabled", rotated[8:20], "dave"),
+        ("revoked", by_default[8:20], "carol"),
+        ("created", rotated[8:20], "bob"),
+        ("rotated", by_alice[8:20], "bob"),
+        ("created", by_alice[8:20], "alice@acme.test"),
+        ("created", by_default[8:20], "cli"),
+    ]
 
 
 # -- rotate ---------------------------------------------------------------------------
