@@ -235,9 +235,22 @@ class KeyAuth:
         scopes: Any = ("read",),
         environment: str = "live",
         expires_at: dt.datetime | None = None,
+        **options: Any,
     ) -> tuple[ApiKeyInfo, str]:
-        """Create a key; return ``(info, secret)``. Show the secret once."""
-        return self.service.create_key(owner_id, name, scopes, environment, expires_at)
+        """Create a key; return ``(info, secret)``. Show the secret once.
+
+        ``options`` are the service's: ``limits``, ``description``,
+        ``metadata``, ``allowed_ips``, ``actor``.
+        """
+        return self.service.create_key(owner_id, name, scopes, environment, expires_at, **options)
+
+    def disable_key(self, key_id: str) -> ApiKeyInfo:
+        """Switch a key off (401 everywhere) until :meth:`enable_key`."""
+        return self.service.disable_key(key_id)
+
+    def enable_key(self, key_id: str) -> ApiKeyInfo:
+        """Switch a disabled key back on."""
+        return self.service.enable_key(key_id)
 
     def revoke_key(self, key_id: str) -> ApiKeyInfo:
         """Revoke a key at once; revoking a revoked key returns it unchanged."""

@@ -539,13 +539,15 @@ class KeyService:
             before = conn.execute(sa.select(t).where(t.c.key_id == key_id)).mappings().one()
             if values:
                 conn.execute(sa.update(t).where(t.c.key_id == key_id).values(**values))
-            recorded: set[str] = set()
+            details: dict[str, list[str]] = {}
             for field, value in values.items():
-                action = UPDATE_EVENTS[field]
-                if value != before.get(field) and action not in recorded:
-                    recorded.add(action)
+                if value != before.get(field):
                     detail = _change_detail(field, getattr(record, field, None), value)
-                    self._event(conn, record.owner_id, key_id, action, actor, remote_addr, detail)
+                    details.setdefault(UPDATE_EVENTS[field], []).append(detail or field)
+            for action, said in details.items():
+                self._event(
+                    conn, record.owner_id, key_id, action, actor, remote_addr, ", ".join(said)
+                )
             record = self._record(conn, key_id)
             plan, _ = self._owner_plan(conn, record.owner_id)
         if values:

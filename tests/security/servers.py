@@ -139,6 +139,11 @@ def workers_on_shared_stores(postgres_url: str, workers: int = 4) -> Iterator[tu
     }
     try:
         with gunicorn(config, workers=workers) as (base, _):
+            from ..faults.servers import until_every_worker_answers
+
+            # gunicorn serves once its first worker is up: load spread over
+            # all of them needs all of them.
+            until_every_worker_answers(base, workers)
             yield base, (app, keyauth)
     finally:
         with app.app_context():
