@@ -150,6 +150,12 @@ def build(args: argparse.Namespace, tmp: str) -> list[Variant]:
                                   **apps.STEADY_STATE)
         add("keyauth-pg-redis", "3. the same on PostgreSQL + Redis (10 owners) †",
             lambda: keyauth_target(remote, 10))
+        burst = apps.keyauth_app(
+            pg_url, apps.REDIS_URL, key_prefix=redis_pfx + "b",
+            KEYAUTH_PLANS={"bench": apps.BURST_LIMITS, "enterprise": None}, **apps.STEADY_STATE,
+        )
+        add("keyauth-burst", "3b. row 3 with a token bucket in the plan (rate + burst + day) †",
+            lambda: keyauth_target(burst, 10))
 
     def cold() -> Target:
         def prepare() -> dict[str, Any]:
