@@ -228,3 +228,17 @@ def argon2_runs(app: Flask) -> Iterator[list[int]]:
             del hasher.verify
         else:
             hasher.verify = previous  # type: ignore[method-assign]
+
+
+def session_people(keyauth: KeyAuth) -> None:
+    """Who acts and in which role, from the browser session: the person in
+    ``session["person"]``, their role in ``session["role"]`` (manager)."""
+    from flask import session
+
+    @keyauth.actor_loader
+    def person() -> Any:
+        return session.get("person")
+
+    @keyauth.role_loader
+    def role() -> Any:
+        return session.get("role", "manager")

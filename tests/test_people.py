@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from flask import session
 from werkzeug.test import TestResponse
 
 from flask_keyauth.models import ApiKeyInfo
 
-from .conftest import bearer, install_clock, service_of
+from .conftest import bearer, install_clock, service_of, session_people
 from .test_pages import (
     KEY_PATTERN,
     PREFIX,
@@ -49,15 +48,7 @@ def team(sites: MakeSite) -> Site:
     """The blueprint for an organisation whose people sign in: the person in
     ``session["person"]`` acts, ``session["role"]`` is their role."""
     made = sites(KEYAUTH_SCOPES=SCOPES)
-
-    @made.keyauth.actor_loader
-    def person() -> Any:
-        return session.get("person")
-
-    @made.keyauth.role_loader
-    def role() -> Any:
-        return session.get("role", "manager")
-
+    session_people(made.keyauth)
     return made
 
 

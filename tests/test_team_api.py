@@ -10,10 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import session
 
 from .conftest import bearer as auth
-from .conftest import install_clock, make_app
+from .conftest import install_clock, make_app, session_people
 from .faults.servers import ThrowawayRedis
 from .test_api import Host, build_host, drop
 
@@ -27,15 +26,7 @@ SCOPES = {
 @pytest.fixture
 def host(database_url: str) -> Iterator[Host]:
     made = build_host(database_url, KEYAUTH_SCOPES=SCOPES)
-
-    @made.keyauth.actor_loader
-    def person() -> Any:
-        return session.get("person")
-
-    @made.keyauth.role_loader
-    def role() -> Any:
-        return session.get("role", "manager")
-
+    session_people(made.keyauth)
     yield made
     drop(made)
 
