@@ -37,18 +37,7 @@ class ThrowawayRedis:
              "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL,
         )
-        import redis
-
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_ping(self.port)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -341,6 +330,7 @@ def free_port_with_bus() -> int:
 
 
 def wait_for_ping(port: int) -> None:
+    """Return once the Redis on ``port`` answers (10 s at most)."""
     import redis
 
     client = redis.Redis(port=port, socket_connect_timeout=0.2)
