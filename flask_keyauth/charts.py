@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from markupsafe import Markup
 
@@ -31,7 +32,7 @@ LABEL = "#64748b"
 
 
 def short_date(day: dt.date) -> str:
-    """``Nov 3``: the same in every locale, as the rest of the pages."""
+    """``Nov 3`` (the key pages pass their locale's form in :class:`ChartText`)."""
     return f"{MONTHS[day.month - 1]} {day.day}"
 
 
@@ -72,19 +73,41 @@ def summary(series: Series) -> str:
     )
 
 
+def day_tip(day: dt.date, count: int) -> str:
+    """A bar's tooltip: ``2026-11-23: 12 requests``."""
+    return f"{day.isoformat()}: {requests_text(count)}"
+
+
+@dataclass(frozen=True)
+class ChartText:
+    """The words and numbers a chart shows: English by default; the key
+    pages pass their language's (this module stays free of Flask)."""
+
+    summary: Callable[[Series], str] = summary
+    tip: Callable[[dt.date, int], str] = day_tip
+    axis_day: Callable[[dt.date], str] = short_date
+    number: Callable[[int], str] = "{:,}".format
+    empty: str = "No requests yet"
+
+
+ENGLISH = ChartText()
+
+
 def _num(value: float) -> str:
     """Coordinates with at most two decimals, without trailing zeros."""
     text = f"{value:.2f}".rstrip("0").rstrip(".")
     return "0" if text == "-0" else text
 
 
-def sparkline(series: Series, *, width: int = 100, height: int = 28) -> Markup:
+def sparkline(
+    series: Series, *, width: int = 100, height: int = 28, words: ChartText = ENGLISH
+) -> Markup:
     """A small line chart of the counts, for a table cell.
 
     Its ``<title>`` gives the total and the busiest day; ``<desc>`` lists
     every day's count.
     """
-    text = summary(series)
+    text = words.summary(series)
     pad = 3.0
     counts = [count for _, count in series]
     peak = max(counts, default=0)
@@ -139,6 +162,7 @@ def bar_chart(
     width: int = 960,
     height: int = 240,
     label_every: int = 7,
+    words: ChartText = ENGLISH,
 ) -> Markup:
     """A bar per day with a labelled count axis and date labels.
 
@@ -148,7 +172,7 @@ def bar_chart(
     every ``label_every`` days counted back from the last day, so the last
     day is always labelled.
     """
-    text = summary(series)
+    text = words.summary(series)
     left, right, top, bottom = 44, 22, 10, 26
     plot_w = width - left - right
     plot_h = height - top - bottom
@@ -181,7 +205,7 @@ def bar_chart(
                 y=_num(base - tick / top_value * plot_h + 4),
                 anchor="end",
                 fill=LABEL,
-                label=f"{tick:,}",
+                label=words.number(tick),
             )
         )
     if series:
@@ -197,7 +221,7 @@ def bar_chart(
                     '<rect class="ka-bar-hit" x="{x}" y="{y}" width="{w}" height="{h}" '
                     'fill="transparent"/>'
                 ).format(
-                    tip=f"{day.isoformat()}: {requests_text(count)}",
+                    tip=words.tip(day, count),
                     x=_num(x),
                     y=top,
                     w=_num(slot),
@@ -225,7 +249,7 @@ def bar_chart(
                         y=height - 8,
                         anchor="middle",
                         fill=LABEL,
-                        label=short_date(day),
+                        label=words.axis_day(day),
                     )
                 )
     parts.append(
@@ -238,8 +262,10 @@ def bar_chart(
         parts.append(
             Markup(
                 '<text class="ka-empty" x="{x}" y="{y}" text-anchor="middle" font-size="13" '
-                'fill="{fill}">No requests yet</text>'
-            ).format(x=_num(left + plot_w / 2), y=_num(top + plot_h / 2), fill=LABEL)
+                'fill="{fill}">{empty}</text>'
+            ).format(
+                x=_num(left + plot_w / 2), y=_num(top + plot_h / 2), fill=LABEL, empty=words.empty
+            )
         )
     parts.append(Markup("</svg>"))
     return Markup("").join(parts)

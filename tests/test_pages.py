@@ -22,8 +22,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import TestResponse
 
 from flask_keyauth import KeyAuth, blueprint
+from flask_keyauth.i18n import duration, relative
 from flask_keyauth.models import ApiKeyInfo
-from flask_keyauth.views.pages import duration, relative
 
 from .conftest import bearer, install_clock, make_app, service_of, sql_statements
 
@@ -593,14 +593,17 @@ def test_a_30_day_key_shows_30_days_right_after_creation(site: Site) -> None:
 def test_a_key_set_to_expire_on_a_date_works_through_that_whole_day(site: Site) -> None:
     clock = install_clock(site.app, dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.timezone.utc))
     form = site.page("/new")
-    assert "works through the end of\n  that day: until 23:59:59 UTC." in form
+    assert "works through the end of that day: until 23:59:59 UTC." in form
     assert 'min="2026-11-23"' in form  # today is a valid choice
     response = create_form(site, name="Dated", expires="date", expires_on="2027-01-15")
     assert response.status_code == 201
     secret = secret_in(response)
     created = response.get_data(as_text=True)
     # Shown as the day chosen, everywhere.
-    shown = '<time datetime="2027-01-15T23:59:59Z" title="2027-01-15 23:59 UTC">Jan 15, 2027</time>'
+    shown = (
+        '<time datetime="2027-01-15T23:59:59Z" title="Jan 15, 2027, 11:59\u202fPM UTC">'
+        "Jan 15, 2027</time>"
+    )
     assert shown in created
     (key,) = site.key_list()
     assert shown in row_of(site.page("/"), "Dated")
@@ -792,7 +795,23 @@ def test_statuses(site: Site) -> None:
     assert f"{PREFIX}/{fresh.id}/enable" not in detail
 
 
-def test_a_key_expiring_within_7_days_says_so_on_its_page(site: Site) -> None:
+def expiry_hint(site: Site, name: str) -> str | None:
+    """What a key's row on the list says of its expiry within 7 days."""
+    found = re.search(
+        r'<strong class="ka-hint ka-expires-soon"[^>]*>(.*?)</strong>', row_of(site.page("/"), name)
+    )
+    return None if found is None else found.group(1)
+
+
+def expiry_notice(site: Site, key_id: str) -> str | None:
+    found = re.search(
+        r'<div class="ka-notice [^"]*ka-expires-soon"[^>]*>\s*<strong>(.*?)</strong>',
+        site.page(f"/{key_id}"),
+    )
+    return None if found is None else found.group(1)
+
+
+def test_a_key_expiring_within_7_days_says_so_on_the_list_and_its_page(site: Site) -> None:
     clock = install_clock(site.app, dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.timezone.utc))
     soon, _ = site.create(name="Soon", expires_at=clock.now + dt.timedelta(days=3))
     later, _ = site.create(name="Later", expires_at=clock.now + dt.timedelta(days=8))
@@ -800,16 +819,23 @@ def test_a_key_expiring_within_7_days_says_so_on_its_page(site: Site) -> None:
     notice = re.search(r'<div class="ka-notice [^"]*ka-expires-soon".*?</div>', html, re.S)
     assert notice is not None
     assert "<strong>This key expires in 3 days</strong>" in notice.group()
-    assert "2026-11-26 10:00 UTC" in notice.group()
+    assert "Nov 26, 2026, 10:00\u202fAM UTC" in notice.group()
     assert f'href="{PREFIX}/{soon.id}/rotate">Rotate it</a>' in notice.group()
-    assert "ka-expires-soon" not in site.page(f"/{later.id}")
+    assert expiry_hint(site, "Soon") == "Expires in 3 days"
+    assert expiry_notice(site, later.id) is None and expiry_hint(site, "Later") is None
+    # Counted in UTC days, as every date on the pages.
     clock.advance(days=2)
-    assert "<strong>This key expires in 6 days</strong>" in site.page(f"/{later.id}")
-    # Hours, at the end.
-    clock.advance(days=5, hours=19)
-    assert "<strong>This key expires in 5 hours</strong>" in site.page(f"/{later.id}")
+    assert expiry_notice(site, later.id) == "This key expires in 6 days"
+    assert expiry_hint(site, "Later") == "Expires in 6 days"
+    assert expiry_hint(site, "Soon") == "Expires tomorrow"
+    clock.advance(days=5)
+    assert expiry_notice(site, later.id) == "This key expires tomorrow"
+    clock.advance(hours=19)  # 05:00 on the day it expires, at 10:00
+    assert expiry_notice(site, later.id) == "This key expires today"
+    assert expiry_hint(site, "Later") == "Expires today"
     clock.advance(hours=6)
     assert "ka-expires-soon" not in site.page(f"/{later.id}")  # expired now
+    assert expiry_hint(site, "Later") is None
 
 
 def test_rotate_hint_on_active_keys_past_the_reminder(make_site: MakeSite) -> None:
@@ -874,7 +900,8 @@ def test_sparkline_and_chart_show_real_counts(site: Site) -> None:
     assert detail.count("<title>2026-10-25: 0 requests</title>") == 2  # 30 days, today last
     assert "<title>2026-10-24" not in detail
     assert '<span class="ka-stat__value">8</span>' in detail
-    assert "<td>2026-11-21</td><td>5</td>" in detail  # the table under the chart
+    # The table under the chart.
+    assert '<td><time datetime="2026-11-21">Nov 21, 2026</time></td><td>5</td>' in detail
     # Axis labels: counts on the left, dates below.
     assert re.search(r'text-anchor="end"[^>]*>6</text>', detail)
     assert ">Nov 23</text>" in detail and ">Nov 16</text>" in detail
@@ -960,8 +987,9 @@ def test_rotate_form_warns_about_the_old_key_and_offers_an_expiry(site: Site) ->
     assert "every request with it is refused" in form
     assert "revokes the old key at once, which cannot be undone." in form
     # Each grace period says when the old key stops working.
-    assert 'Until <time datetime="2026-11-24T10:00:00Z">2026-11-24 10:00 UTC</time>' in form
-    assert 'Until <time datetime="2026-11-30T10:00:00Z">2026-11-30 10:00 UTC</time>' in form
+    until = 'Until <time datetime="2026-11-{}T10:00:00Z">Nov {}, 2026, 10:00\u202fAM UTC</time>'
+    assert until.format(24, 24) in form
+    assert until.format(30, 30) in form
     # The new key's expiry: the old key's lifetime unless chosen otherwise.
     choices = re.findall(r'name="expires" value="(\w+)"', form)
     assert choices == ["same", "never", "30", "60", "90", "date"]

@@ -34,9 +34,10 @@ from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
-from .. import charts
+from .. import charts, i18n
 from ..decorators import get_state
 from ..errors import KeyAuthError, KeyNotFound, StorageUnavailable
+from ..i18n import N_, duration, format_date, format_datetime, gettext, ngettext
 from ..models import DESCRIPTION_MAX, NAME_MAX, ApiKeyInfo, KeyEvent
 from ..service import check_allowed_ips, check_description, check_metadata
 from ..store import STORE_RETRY_AFTER, is_unavailable
@@ -52,6 +53,7 @@ from .common import (
     session_may_change,
     session_owner,
 )
+from .messages import page_error_text, sentence
 
 #: Days of usage the list's sparklines and the detail page's chart show.
 USAGE_DAYS = 30
@@ -67,10 +69,10 @@ ROTATE_EXPIRY_CHOICES: dict[str, int | None] = {"never": None, "30": 30, "60": 6
 DEFAULT_ROTATE_EXPIRY = "same"
 #: Grace choices of the rotate form: form value (seconds) -> label.
 GRACE_CHOICES: dict[str, str] = {
-    "0": "Now: the old key stops working at once",
-    "3600": "In 1 hour",
-    "86400": "In 24 hours",
-    "604800": "In 7 days",
+    "0": N_("Now: the old key stops working at once"),
+    "3600": N_("In 1 hour"),
+    "86400": N_("In 24 hours"),
+    "604800": N_("In 7 days"),
 }
 DEFAULT_GRACE = "86400"
 #: Session entry holding the ids of create/rotate forms not yet submitted.
@@ -78,26 +80,31 @@ FORMS_SESSION_KEY = "_keyauth_forms"
 #: How many such forms (open tabs) are remembered at once.
 FORMS_REMEMBERED = 8
 
+#: Marked for translation here, translated where shown.
 STATUS_LABELS = {
-    "active": "Active",
-    "expiring": "Expiring soon",
-    "disabled": "Disabled",
-    "expired": "Expired",
-    "revoked": "Revoked",
+    "active": N_("Active"),
+    "expiring": N_("Expiring soon"),
+    "disabled": N_("Disabled"),
+    "expired": N_("Expired"),
+    "revoked": N_("Revoked"),
 }
 #: What the key page says after a change it redirected to (``?done=``).
 DONE_NOTICES = {
-    "revoked": ("Key revoked.", "Requests with it are refused from now on."),
-    "disabled": ("Key disabled.", "Requests with it are refused until it is enabled again."),
-    "enabled": ("Key enabled.", "Requests with it are accepted again."),
-    "updated": ("Changes saved.", ""),
+    "revoked": (N_("Key revoked."), N_("Requests with it are refused from now on.")),
+    "disabled": (
+        N_("Key disabled."),
+        N_("Requests with it are refused until it is enabled again."),
+    ),
+    "enabled": (N_("Key enabled."), N_("Requests with it are accepted again.")),
+    "updated": (N_("Changes saved."), ""),
 }
 
 logger = logging.getLogger("flask_keyauth")
 
 
 class PageError(Exception):
-    """Stops a page and renders the error page with this status."""
+    """Stops a page and renders the error page with this status (``title``
+    and ``message`` in the pages' language)."""
 
     def __init__(self, status: int, code: str, title: str, message: str) -> None:
         super().__init__(message)
@@ -107,60 +114,25 @@ class PageError(Exception):
         self.message = message
 
 
+def refused_page(error: KeyAuthError) -> PageError:
+    """The error page for one of the extension's errors, in the pages'
+    language (the JSON API says it in English)."""
+    title, message = page_error_text(error)
+    return PageError(error.status, error.code_name, title, message)
+
+
 def not_found() -> PageError:
     # The same answer for an unknown id, a malformed one and another
     # owner's key: the page says nothing about which keys exist.
-    return PageError(404, "NOT_FOUND", "Key not found", "There is no such API key in your account.")
+    return PageError(
+        404,
+        "NOT_FOUND",
+        gettext("Key not found"),
+        gettext("There is no such API key in your account."),
+    )
 
 
-# -- formatting (passed to the templates) -------------------------------------
-
-
-def format_date(value: dt.datetime | dt.date | None) -> str:
-    """``Nov 23, 2026``; an em dash for ``None``."""
-    if value is None:
-        return "—"
-    return f"{charts.short_date(value)}, {value.year}"
-
-
-def format_datetime(value: dt.datetime | None) -> str:
-    """``2026-11-23 10:04 UTC``; an em dash for ``None``."""
-    if value is None:
-        return "—"
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def iso(value: dt.datetime | None) -> str:
-    """The value for a ``<time datetime>`` attribute."""
-    if value is None:
-        return ""
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def duration(seconds: float) -> str:
-    """``30 days``, ``1 hour``, ``5 minutes``: to the nearest whole unit.
-
-    Rounded, not truncated: a key made a moment ago to live 30 days has
-    29 days, 23 hours and some seconds left, and that is "30 days".
-    """
-    minutes = int(seconds / 60 + 0.5)
-    hours = int(seconds / 3600 + 0.5)
-    if minutes < 60:
-        count, unit = max(minutes, 1), "minute"
-    elif hours < 24:
-        count, unit = hours, "hour"
-    else:
-        count, unit = int(seconds / 86400 + 0.5), "day"
-    return f"{count} {unit}" + ("" if count == 1 else "s")
-
-
-def relative(value: dt.datetime, now: dt.datetime) -> str:
-    """``3 hours ago``, ``in 5 days``, ``just now`` (see :func:`duration`)."""
-    seconds = (value - now).total_seconds()
-    if abs(seconds) < 60:
-        return "just now"
-    text = duration(abs(seconds))
-    return f"in {text}" if seconds > 0 else f"{text} ago"
+# -- formatting --------------------------------------------------------------
 
 
 def end_of_day(day: dt.date) -> dt.datetime:
@@ -185,32 +157,34 @@ def read_expiry(
     if choice == "date":
         text = day_text.strip()
         if not text:
-            raise FieldError("Choose the day the key expires.")
+            raise FieldError(gettext("Choose the day the key expires."))
         try:
             day = dt.date.fromisoformat(text)
         except ValueError:
-            raise FieldError("Choose a valid day for the key to expire.") from None
+            raise FieldError(gettext("Choose a valid day for the key to expire.")) from None
         if day < now.date():
-            raise FieldError("The expiry day is in the past: choose today or a later day.")
+            raise FieldError(
+                gettext("The expiry day is in the past: choose today or a later day.")
+            )
         return end_of_day(day)
     if choice in choices:
         days = choices[choice]
         return None if days is None else now + dt.timedelta(days=days)
-    raise FieldError("Choose when the key expires.")
+    raise FieldError(gettext("Choose when the key expires."))
 
 
 def describe_actor(actor: str | None) -> str:
     """How the pages name who made a change or created a key: the person
     (``@keyauth.actor_loader``) as recorded, else how it was made."""
     if actor is None:
-        return "Application"
+        return gettext("Application")
     kind, _, who = actor.partition(":")
     if kind == "session" and who:
-        return f"{who} (web)"
+        return gettext("%(person)s (web)", person=who)
     if kind == "key" and who:
-        return f"API key {who}"
+        return gettext("API key %(key_id)s", key_id=who)
     if actor == "cli":
-        return "Command line"
+        return gettext("Command line")
     return actor
 
 
@@ -242,7 +216,7 @@ class KeyView:
 
     @property
     def status_label(self) -> str:
-        return STATUS_LABELS[self.status]
+        return gettext(STATUS_LABELS[self.status])
 
     @property
     def usable(self) -> bool:
@@ -263,11 +237,38 @@ class KeyView:
         return None if self.key.created_by is None else describe_actor(self.key.created_by)
 
     @property
-    def expires_soon(self) -> str | None:
-        """``in 3 days`` while a usable key expires within 7 days, else ``None``."""
+    def expires_in_days(self) -> int | None:
+        """UTC days until a usable key that expires within 7 days does so
+        (0: today, 1: tomorrow); ``None`` for any other key."""
         if self.status != "expiring" or self.key.expires_at is None:
             return None
-        return relative(self.key.expires_at, self.now)
+        return i18n.days_until(self.key.expires_at, self.now)
+
+    @property
+    def expires_soon(self) -> str | None:
+        """``Expires in 3 days``, ``Expires tomorrow``, ``Expires today``
+        while a usable key expires within 7 days, else ``None``."""
+        days = self.expires_in_days
+        if days is None:
+            return None
+        if days <= 0:
+            return gettext("Expires today")
+        if days == 1:
+            return gettext("Expires tomorrow")
+        return ngettext("Expires in %(num)d day", "Expires in %(num)d days", days)
+
+    @property
+    def expiry_notice(self) -> str | None:
+        """:attr:`expires_soon` as the key page's sentence: ``This key
+        expires in 3 days``."""
+        days = self.expires_in_days
+        if days is None:
+            return None
+        if days <= 0:
+            return gettext("This key expires today")
+        if days == 1:
+            return gettext("This key expires tomorrow")
+        return ngettext("This key expires in %(num)d day", "This key expires in %(num)d days", days)
 
     @property
     def metadata_lines(self) -> str | None:
@@ -294,15 +295,62 @@ class KeyView:
         return sum(count for _, count in self.usage)
 
     def sparkline(self) -> Markup:
-        return charts.sparkline(self.usage)
+        return charts.sparkline(self.usage, words=chart_words())
 
     def bar_chart(self, narrow: bool = False) -> Markup:
         # SVG text scales with the chart: a phone gets its own, narrower
         # drawing (the stylesheet shows one or the other) so that the axis
         # labels stay readable on both.
         if narrow:
-            return charts.bar_chart(self.usage, width=360, height=200, label_every=10)
-        return charts.bar_chart(self.usage)
+            return charts.bar_chart(
+                self.usage, width=360, height=200, label_every=10, words=chart_words()
+            )
+        return charts.bar_chart(self.usage, words=chart_words())
+
+
+def requests_text(count: int) -> str:
+    return ngettext(
+        "%(count)s request", "%(count)s requests", count, count=i18n.format_number(count)
+    )
+
+
+def chart_summary(series: charts.Series) -> str:
+    """A chart's title: the total and the busiest day (as ``charts.summary``)."""
+    if not series:
+        return gettext("No usage data.")
+    days = len(series)
+    total = sum(count for _, count in series)
+    if total == 0:
+        if days == 1:
+            return gettext("No requests today.")
+        return ngettext(
+            "No requests in the last %(num)s day.", "No requests in the last %(num)s days.", days
+        )
+    peak_day, peak = max(series, key=lambda point: (point[1], point[0]))
+    values = {"requests": requests_text(total), "day": peak_day.isoformat()}
+    values["peak"] = requests_text(peak)
+    if days == 1:
+        return gettext("%(requests)s today; busiest day %(day)s with %(peak)s.", **values)
+    return ngettext(
+        "%(requests)s in the last %(num)s day; busiest day %(day)s with %(peak)s.",
+        "%(requests)s in the last %(num)s days; busiest day %(day)s with %(peak)s.",
+        days,
+        **values,
+    )
+
+
+def chart_words() -> charts.ChartText:
+    """The charts' words and numbers in the pages' language; days in the
+    tooltips stay ISO 8601, as in the charts' data."""
+    return charts.ChartText(
+        summary=chart_summary,
+        tip=lambda day, count: gettext(
+            "%(day)s: %(requests)s", day=day.isoformat(), requests=requests_text(count)
+        ),
+        axis_day=i18n.format_short_date,
+        number=i18n.format_number,
+        empty=gettext("No requests yet"),
+    )
 
 
 def key_view(
@@ -343,11 +391,8 @@ def render(template: str, status: int = 200, **context: Any) -> Response:
             template,
             keyauth_base=settings.base_template,
             csrf_token=csrf_token,
-            format_date=format_date,
-            format_datetime=format_datetime,
-            iso=iso,
-            relative=relative,
             describe_actor=describe_actor,
+            **i18n.template_context(),
             now=get_state().service.clock(),
             # Whether to show the actions that change keys (never to a viewer).
             may_change=may_change(),
@@ -388,10 +433,12 @@ def consume_form_id(form_id: str | None) -> None:
         raise PageError(
             409,
             "FORM_ALREADY_SUBMITTED",
-            "This form was already submitted",
-            "A key is shown only once, so submitting the same form again does not "
-            "show it again or create another one. Your keys are in the list; create "
-            "a new one if you did not save it.",
+            gettext("This form was already submitted"),
+            gettext(
+                "A key is shown only once, so submitting the same form again does not "
+                "show it again or create another one. Your keys are in the list; create "
+                "a new one if you did not save it."
+            ),
         )
     session[FORMS_SESSION_KEY] = [f for f in pending if f != form_id]
 
@@ -406,7 +453,12 @@ def anonymous() -> ResponseReturnValue:
             return redirect(url_for(login_view, next=request.full_path.rstrip("?")))
         return redirect(url_for(login_view))
     return error_page(
-        PageError(401, "UNAUTHORIZED", "Sign in required", "Sign in to manage your API keys.")
+        PageError(
+            401,
+            "UNAUTHORIZED",
+            gettext("Sign in required"),
+            gettext("Sign in to manage your API keys."),
+        )
     )
 
 
@@ -438,8 +490,8 @@ def insecure() -> ResponseReturnValue | None:
         PageError(
             403,
             "HTTPS_REQUIRED",
-            "HTTPS required",
-            "These pages are served over HTTPS only. Open them with an https:// address.",
+            gettext("HTTPS required"),
+            gettext("These pages are served over HTTPS only. Open them with an https:// address."),
         )
     )
 
@@ -470,16 +522,12 @@ def page(view: PageView) -> Callable[..., ResponseReturnValue]:
         except KeyNotFound:
             return error_page(not_found())
         except KeyAuthError as error:
-            title = "Request refused" if error.status == 400 else "Something went wrong"
-            return error_page(PageError(error.status, error.code_name, title, error.message))
+            return error_page(refused_page(error))
         except sa.exc.SQLAlchemyError as error:
             if not is_unavailable(error):
                 raise
             logger.exception("flask-keyauth could not reach the key store")
-            down = StorageUnavailable()
-            response = error_page(
-                PageError(503, down.code_name, "Temporarily unavailable", down.message)
-            )
+            response = error_page(refused_page(StorageUnavailable()))
             response.headers["Retry-After"] = str(STORE_RETRY_AFTER)
             return response
 
@@ -503,9 +551,11 @@ def managers_only(view: PageView) -> PageView:
             raise PageError(
                 403,
                 "FORBIDDEN",
-                "View only",
-                "You can see this account's API keys, their usage and their history, "
-                "but only a manager can create, change, rotate, disable or revoke them.",
+                gettext("View only"),
+                gettext(
+                    "You can see this account's API keys, their usage and their history, "
+                    "but only a manager can create, change, rotate, disable or revoke them."
+                ),
             )
         return view(owner, **kwargs)
 
@@ -576,20 +626,16 @@ DETAIL_FIELDS = ("description", "metadata", "allowed_ips", "limits")
 EDIT_FIELDS = ("name", *DETAIL_FIELDS)
 
 
-def sentence(error: Exception) -> str:
-    """A checker's message as a form shows it: capitalised, with a full stop,
-    the service's name for the allowed addresses in words."""
-    text = str(error).replace("allowed_ips: ", "").replace("allowed_ips", "the list of addresses")
-    text = text[:1].upper() + text[1:]
-    return text if text.endswith((".", "?", "!")) else f"{text}."
-
-
 def name_error(name: str) -> str | None:
     """What is wrong with a (trimmed) key name typed in a form, if anything."""
     if not name:
-        return "Give the key a name, such as where it is used."
+        return gettext("Give the key a name, such as where it is used.")
     if len(name) > NAME_MAX:
-        return f"The name can be at most {NAME_MAX} characters long; this one has {len(name)}."
+        return gettext(
+            "The name can be at most %(max)s characters long; this one has %(count)s.",
+            max=NAME_MAX,
+            count=len(name),
+        )
     return None
 
 
@@ -682,8 +728,9 @@ def default_expiry(options: Mapping[str, int | None], preferred: str) -> str:
 
 def expiry_label(choice: str) -> str:
     if choice == "never":
-        return "Never"
-    return "1 day" if choice == "1" else f"{choice} days"
+        return gettext("Never")
+    days = int(choice)
+    return ngettext("%(count)s day", "%(count)s days", days, count=i18n.format_number(days))
 
 
 def last_day(now: dt.datetime) -> dt.date | None:
@@ -713,8 +760,11 @@ def chosen_expiry(
                 raise FieldError(sentence(error)) from None
             most = get_state().settings.max_lifetime_days
             raise FieldError(
-                f"Keys expire within {most} days here: choose {format_date(latest)} "
-                "or an earlier day."
+                gettext(
+                    "Keys expire within %(days)s days here: choose %(day)s or an earlier day.",
+                    days=most,
+                    day=format_date(latest),
+                )
             ) from None
     return expires_at
 
@@ -801,7 +851,7 @@ class CreateForm:
             self.errors["name"] = error
         self._check_scopes()
         if self.environment not in environments():
-            self.errors["environment"] = "Choose live or test."
+            self.errors["environment"] = gettext("Choose live or test.")
         arguments = self.details.checked(self.errors, ("description", "metadata", "allowed_ips"))
         try:
             arguments["expires_at"] = chosen_expiry(
@@ -810,7 +860,7 @@ class CreateForm:
         except FieldError as problem:
             self.errors["expires"] = str(problem)
         if self.needs_admin_confirmation and not self.confirm_admin:
-            self.errors["confirm_admin"] = (
+            self.errors["confirm_admin"] = gettext(
                 "A live key with admin can create, change and revoke every key of this "
                 "account: tick the box to confirm, or choose fewer permissions or a test key."
             )
@@ -818,9 +868,9 @@ class CreateForm:
 
     def _check_scopes(self) -> None:
         if not self.scopes:
-            self.errors["scopes"] = "Choose at least one permission."
+            self.errors["scopes"] = gettext("Choose at least one permission.")
         elif any(scope not in get_state().settings.scopes for scope in self.scopes):
-            self.errors["scopes"] = "Choose permissions from the list."
+            self.errors["scopes"] = gettext("Choose permissions from the list.")
 
 
 def environments() -> list[str]:
@@ -915,7 +965,9 @@ def key_page(owner: str, key_id: str) -> ResponseReturnValue:
         row=view,
         events=[event_view(event) for event in events],
         usage_days=USAGE_DAYS,
-        done=DONE_NOTICES.get(done),
+        done=tuple(gettext(text) if text else "" for text in DONE_NOTICES[done])
+        if done in DONE_NOTICES
+        else None,
         just_revoked=done == "revoked",
     )
 
@@ -932,46 +984,62 @@ class EventView:
 
 
 ACTION_LABELS = {
-    "created": "Created",
-    "renamed": "Renamed",
-    "expiry_changed": "Expiry changed",
-    "details_changed": "Details changed",
-    "allowed_ips_changed": "Allowed addresses changed",
-    "limits_changed": "Limits changed",
-    "disabled": "Disabled",
-    "enabled": "Enabled",
-    "revoked": "Revoked",
-    "rotated": "Rotated",
-    "plan_changed": "Plan changed",
+    "created": N_("Created"),
+    "renamed": N_("Renamed"),
+    "expiry_changed": N_("Expiry changed"),
+    "details_changed": N_("Details changed"),
+    "allowed_ips_changed": N_("Allowed addresses changed"),
+    "limits_changed": N_("Limits changed"),
+    "disabled": N_("Disabled"),
+    "enabled": N_("Enabled"),
+    "revoked": N_("Revoked"),
+    "rotated": N_("Rotated"),
+    "plan_changed": N_("Plan changed"),
 }
 
 #: What an event's ``detail`` says, by action (``"none"``: the field was cleared).
 EVENT_NOTES: dict[str, Callable[[str], str]] = {
     "renamed": lambda detail: detail,  # "old → new"
     "expiry_changed": lambda detail: (
-        "Never expires" if detail == "never" else f"Now expires {detail}"
+        gettext("Never expires")
+        if detail == "never"
+        else gettext("Now expires %(when)s", when=moment_text(detail))
     ),
     "limits_changed": lambda detail: (
-        "Only the plan's limits now" if detail == "none" else f"Now {detail}"
+        gettext("Only the plan's limits now")
+        if detail == "none"
+        else gettext("Now %(limits)s", limits=detail)
     ),
     "allowed_ips_changed": lambda detail: (
-        "From any address now" if detail == "none" else "Now only from " + ", ".join(detail.split())
+        gettext("From any address now")
+        if detail == "none"
+        else gettext("Now only from %(addresses)s", addresses=", ".join(detail.split()))
     ),
 }
+
+
+def moment_text(detail: str) -> str:
+    """A moment an event recorded (ISO 8601), as the pages show moments."""
+    try:
+        return format_datetime(dt.datetime.fromisoformat(detail.replace("Z", "+00:00")))
+    except ValueError:
+        return detail
 
 
 def event_view(event: KeyEvent) -> EventView:
     other_key: str | None = None
     other_label = note = ""
     if event.action == "rotated" and event.detail:
-        other_key, other_label = event.detail, "Replaced by"
+        other_key, other_label = event.detail, gettext("Replaced by")
     elif event.action == "created" and event.detail:
-        other_key, other_label = event.detail, "Replaces"
+        other_key, other_label = event.detail, gettext("Replaces")
     elif event.action in EVENT_NOTES and event.detail:
         note = EVENT_NOTES[event.action](event.detail)
     return EventView(
         event=event,
-        label=ACTION_LABELS.get(event.action, event.action.replace("_", " ").capitalize()),
+        label=gettext(ACTION_LABELS[event.action])
+        if event.action in ACTION_LABELS
+        else event.action.replace("_", " ").capitalize(),
         actor=describe_actor(event.actor),
         other_key=other_key,
         other_label=other_label,
@@ -983,13 +1051,12 @@ def event_view(event: KeyEvent) -> EventView:
 
 
 def not_changeable(view: KeyView) -> PageError:
-    advice = "enable it first." if view.disabled else "create a new key instead."
-    return PageError(
-        409,
-        "KEY_NOT_ACTIVE",
-        "This key cannot be changed",
-        f"The key is {view.status_label.lower()}: {advice}",
-    )
+    status = view.status_label.lower()
+    if view.disabled:
+        message = gettext("The key is %(status)s: enable it first.", status=status)
+    else:
+        message = gettext("The key is %(status)s: create a new key instead.", status=status)
+    return PageError(409, "KEY_NOT_ACTIVE", gettext("This key cannot be changed"), message)
 
 
 @dataclass
@@ -1078,8 +1145,10 @@ def switch(owner: str, key_id: str, off: bool) -> ResponseReturnValue:
     refused = PageError(
         409,
         "KEY_NOT_ACTIVE",
-        "This key cannot be switched on or off",
-        f"The key is {view.status_label.lower()}: create a new key instead.",
+        gettext("This key cannot be switched on or off"),
+        gettext(
+            "The key is %(status)s: create a new key instead.", status=view.status_label.lower()
+        ),
     )
     if not view.revocable:
         raise refused
@@ -1149,7 +1218,7 @@ class RotateForm:
         if self.grace in GRACE_CHOICES:
             arguments["grace"] = dt.timedelta(seconds=int(self.grace))
         else:
-            self.errors["grace"] = "Choose when the old key stops working."
+            self.errors["grace"] = gettext("Choose when the old key stops working.")
         if self.expires != "same":
             try:
                 arguments["expires_at"] = chosen_expiry(
@@ -1185,7 +1254,7 @@ def rotate_page(owner: str, key_id: str) -> ResponseReturnValue:
         view = rotate_view(owner, service.get_key(view.key.id))
         if not view.rotatable:
             raise not_rotatable(view) from None
-        form.errors["form"] = str(error)
+        form.errors["form"] = sentence(error)
         form.form_id = issue_form_id()
         return render_rotate(view, form, 400)
     old = key_view(service.get_key(view.key.id))
@@ -1205,18 +1274,16 @@ def not_rotatable(view: KeyView) -> PageError:
         return PageError(
             409,
             "KEY_ALREADY_ROTATED",
-            "This key was already rotated",
-            "A key is rotated once: rotate its replacement instead.",
+            gettext("This key was already rotated"),
+            gettext("A key is rotated once: rotate its replacement instead."),
         )
-    advice = "create a new key instead."
+    status = view.status_label.lower()
+    message = gettext("The key is %(status)s: create a new key instead.", status=status)
     if view.disabled:
-        advice = "enable it first, or create a new key."
-    return PageError(
-        409,
-        "KEY_NOT_ACTIVE",
-        "This key cannot be rotated",
-        f"The key is {view.status_label.lower()}: {advice}",
-    )
+        message = gettext(
+            "The key is %(status)s: enable it first, or create a new key.", status=status
+        )
+    return PageError(409, "KEY_NOT_ACTIVE", gettext("This key cannot be rotated"), message)
 
 
 def grace_ends(view: KeyView) -> list[tuple[str, str, dt.datetime | None]]:
@@ -1224,6 +1291,7 @@ def grace_ends(view: KeyView) -> list[tuple[str, str, dt.datetime | None]]:
     grace, or the old key's own expiry when that comes first (SPEC §11)."""
     choices: list[tuple[str, str, dt.datetime | None]] = []
     for value, label in GRACE_CHOICES.items():
+        label = gettext(label)
         end: dt.datetime | None = None
         if value != "0":
             end = view.now + dt.timedelta(seconds=int(value))
@@ -1247,10 +1315,12 @@ def same_lifetime(key: ApiKeyInfo) -> str:
     most = get_state().settings.max_lifetime_days
     old = key.expires_at - key.created_at if key.expires_at is not None else None
     if most is not None and (old is None or old > dt.timedelta(days=most)):
-        return f"{duration(most * 86400)} from now: the longest allowed here"
+        return gettext(
+            "%(duration)s from now: the longest allowed here", duration=duration(most * 86400)
+        )
     if old is None:
-        return "Never expires: the old key never does"
-    return f"{duration(old.total_seconds())} from now"
+        return gettext("Never expires: the old key never does")
+    return gettext("%(duration)s from now", duration=duration(old.total_seconds()))
 
 
 def render_rotate(view: KeyView, form: RotateForm, status: int = 200) -> Response:

@@ -29,16 +29,21 @@
     if (!source) { return; }
     button.hidden = false;
     var label = button.textContent;
+    // The page gives these words in its own language.
+    var copied = button.getAttribute("data-copied-label") || "Copied";
+    var copiedStatus = button.getAttribute("data-copied-status") || "Key copied to the clipboard.";
+    var blockedStatus = button.getAttribute("data-blocked-status") ||
+      "Copying is blocked here: the key is selected, press Ctrl+C or \u2318C.";
     button.addEventListener("click", function () {
       var text = source.textContent.trim();
       var done = function (ok) {
         if (ok) {
-          button.textContent = "Copied";
-          announce(id, "Key copied to the clipboard.");
+          button.textContent = copied;
+          announce(id, copiedStatus);
           window.setTimeout(function () { button.textContent = label; }, 2000);
         } else {
           selectText(source);
-          announce(id, "Copying is blocked here: the key is selected, press Ctrl+C or \u2318C.");
+          announce(id, blockedStatus);
         }
       };
       if (navigator.clipboard && window.isSecureContext) {
