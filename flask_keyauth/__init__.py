@@ -7,7 +7,16 @@ from .decorators import current_key, require_key
 from .errors import KeyAuthError, KeyNotFound
 from .extension import KeyAuth
 from .models import ApiKeyInfo
-from .signals import auth_failed, key_created, key_revoked, key_rotated, rate_limited
+from .signals import (
+    auth_failed,
+    key_created,
+    key_expiring,
+    key_leaked,
+    key_revoked,
+    key_rotated,
+    key_rotation_due,
+    rate_limited,
+)
 from .views import blueprint
 
 __all__ = [
@@ -19,8 +28,11 @@ __all__ = [
     "blueprint",
     "current_key",
     "key_created",
+    "key_expiring",
+    "key_leaked",
     "key_revoked",
     "key_rotated",
+    "key_rotation_due",
     "rate_limited",
     "require_key",
 ]

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .extension import KeyAuth
     from .hashing import Hasher
+    from .metrics import Metrics
     from .ratelimit import PlanLimits
     from .service import KeyService
     from .store import Store
@@ -28,6 +29,7 @@ class KeyAuthState:
     service: KeyService
     limits: PlanLimits
     auth: Authenticator
+    metrics: Metrics
 
 
 def get_state() -> KeyAuthState:

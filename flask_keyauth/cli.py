@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any, NoReturn
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, NoAppException, ScriptInfo
 from sqlalchemy.exc import DataError
 
 from .audit import audit_keys
 from .decorators import get_state
 from .errors import KeyNotFound
 from .models import ApiKeyInfo, isoformat
-from .scan import scan
+from .scan import Finding, GitError, scan, scan_git
 from .views.common import parse_labels
 
 # A unit is required: "90" could mean seconds as well as days. Only 0 stands alone.
@@ -402,28 +403,152 @@ def audit_command(owner: str | None) -> None:
     raise click.exceptions.Exit(1)
 
 
-@keys_cli.command("scan", with_appcontext=False)
-@click.argument(
-    "paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=True)
-)
-def scan_command(paths: tuple[str, ...]) -> None:
-    """Find committed keys in files and folders (exit status 1 when found).
-
-    Only real keys are reported: the pattern and the checksum must both
-    match. Findings are printed redacted, ``path:line: sk_live_<id>…<last 4>``.
-    Files that are not regular files (named pipes, devices) are skipped with
-    a note on stderr.
-    """
+def _found(paths: tuple[str, ...], git: bool) -> list[Finding]:
+    """The keys in ``paths``: files and folders, or repositories' history."""
 
     def note(path: str, reason: str) -> None:
         click.echo(f"note: {one_line(path)}: {reason}", err=True)
 
-    findings = scan(paths, note)
+    if not git:
+        return scan(paths, note)
+    findings = []
+    for repository in paths:
+        try:
+            findings += scan_git(repository)
+        except GitError as error:
+            fail(str(error))
+    return findings
+
+
+def _statuses(findings: list[Finding], revoke: bool, actor: str) -> dict[str, str]:
+    """Key text -> what this app says of it, each key looked up once."""
+    from flask import current_app
+
+    service = current_app.extensions["keyauth"].service
+    said: dict[str, str] = {}
     for finding in findings:
-        click.echo(f"{one_line(finding.path)}:{finding.line}: {finding.redacted}")
+        text = finding.key.text
+        if text in said:
+            continue
+        if revoke:
+            outcome = service.report_leak(
+                text, url=finding.where, source="scan", action="revoke", actor=actor
+            )
+            key, revoked = outcome.key, outcome.revoked
+        else:
+            key, revoked = service.identify(text), False
+        if key is None:
+            said[text] = "not a key of this app"
+        elif revoked:
+            said[text] = "revoked now"
+        else:
+            said[text] = key.status
+    return said
+
+
+def _load_app(ctx: click.Context) -> Any:
+    try:
+        return ctx.ensure_object(ScriptInfo).load_app()
+    except NoAppException:
+        fail("--check and --revoke need the app: run them as 'flask --app APP keys scan ...'")
+
+
+@keys_cli.command("scan", with_appcontext=False)
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, dir_okay=True))
+@click.option(
+    "--git", is_flag=True,
+    help="Read the history of the repositories at PATHS (default: .): every commit "
+    "reachable from any ref.",
+)
+@click.option(
+    "--check", is_flag=True, help="Tell which found keys are still active (needs the app)."
+)
+@click.option(
+    "--revoke", is_flag=True,
+    help="Revoke every found key of this app, recorded as leaked (needs the app).",
+)
+@actor_option
+@click.pass_context
+def scan_command(
+    ctx: click.Context, paths: tuple[str, ...], git: bool, check: bool, revoke: bool, actor: str
+) -> None:
+    """Find committed keys in files and folders, or in git history (exit
+    status 1 when found).
+
+    Only real keys are reported: the pattern and the checksum must both
+    match. Findings are printed redacted, ``path:line: sk_live_<id>…<last 4>``,
+    or ``commit:path:line: …`` with ``--git``. Files that are not regular
+    files (named pipes, devices) are skipped with a note on stderr.
+    """
+    if not paths:
+        if not git:
+            raise OneLineUsageError("Missing argument 'PATHS...'.", ctx)
+        paths = (".",)
+    findings = _found(paths, git)
+    said: dict[str, str] = {}
+    if findings and (check or revoke):
+        with _load_app(ctx).app_context():
+            said = _statuses(findings, revoke, actor)
+    for finding in findings:
+        status = said.get(finding.key.text)
+        click.echo(f"{one_line(str(finding))}{f' ({status})' if status else ''}")
     if findings:
         click.echo(
             f"{len(findings)} API key(s) found: revoke them and remove them from the files.",
             err=True,
         )
         raise click.exceptions.Exit(1)
+
+
+def _texts(given: tuple[str, ...]) -> list[str]:
+    """The key texts given, ``-`` reading more from stdin, one per line
+    (which keeps them out of the shell's history)."""
+    texts: list[str] = []
+    for text in given:
+        if text == "-":
+            texts += [entry.strip() for entry in sys.stdin.read().splitlines() if entry.strip()]
+        else:
+            texts.append(text)
+    return texts
+
+
+@keys_cli.command("leaked")
+@click.argument("texts", nargs=-1, required=True, metavar="KEY_TEXT...")
+@click.option("--url", default="", help="Where the keys were found.")
+@click.option("--source", default="report", show_default=True, help="Who reported them.")
+@click.option(
+    "--action", type=click.Choice(["revoke", "notify"]), default=None,
+    help="Revoke the keys, or only signal (default: KEYAUTH_LEAK_ACTION).",
+)
+@actor_option
+def leaked_command(
+    texts: tuple[str, ...], url: str, source: str, action: str | None, actor: str
+) -> None:
+    """Handle a leak report that arrived by other means than GitHub: each
+    KEY_TEXT that is a key of this app is recorded as leaked, signalled
+    and (by default) revoked. ``-`` reads key texts from stdin."""
+    service = _service()
+    for number, text in enumerate(_texts(texts), start=1):
+        outcome = service.report_leak(text, url=url, source=source, action=action, actor=actor)
+        key = outcome.key
+        if key is None:
+            click.echo(f"false_positive: key text {number} is not a key of this app")
+            continue
+        done = "revoked now" if outcome.revoked else key.status
+        again = "" if outcome.new else ", reported before"
+        click.echo(f"true_positive: {key.id} {key.redacted} ({done}{again})")
+
+
+@keys_cli.command("remind")
+@click.option(
+    "--days", type=click.IntRange(min=0), default=7, show_default=True,
+    help="Remind of keys that expire within this many days.",
+)
+@actor_option
+def remind_command(days: int, actor: str) -> None:
+    """Send the reminders that are due (for cron): key_expiring for keys
+    expiring within --days, key_rotation_due for keys past
+    KEYAUTH_ROTATION_REMINDER_DAYS; each once per key and kind, however
+    often and wherever this runs. One line per reminder sent."""
+    for reminder in _service().remind(days, actor=actor):
+        click.echo(one_line(str(reminder)))

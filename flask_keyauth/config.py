@@ -76,6 +76,17 @@ MAX_KEYS_PER_OWNER = 100
 #: When set, every new key expires within this many days (no expiry given:
 #: the most; a later one is refused).
 MAX_LIFETIME_DAYS: int | None = None
+#: GitHub's secret scanning public keys, key id -> PEM, for
+#: ``POST /api/leaks/github`` (``leaks.keys_from_github`` reads GitHub's
+#: document). Empty: every report is refused (401).
+LEAK_REPORT_KEYS: dict[str, str] = {}
+#: What a leaked-key report does to a live key: ``"revoke"`` it, or only
+#: ``"notify"`` (the ``key_leaked`` signal and a ``leaked`` event).
+LEAK_ACTION = "revoke"
+#: The ``prometheus_client`` registry the metrics are registered on.
+#: ``None``: its default registry (the one gunicorn's multiprocess collector
+#: reads); ``False``: no metrics. Without ``prometheus_client``, none.
+METRICS_REGISTRY: Any = None
 
 DEFAULTS: dict[str, Any] = {
     f"KEYAUTH_{name}": value
@@ -118,6 +129,9 @@ class Settings:
     argon2_max_concurrent: int
     max_keys_per_owner: int
     max_lifetime_days: int | None
+    leak_report_keys: Mapping[str, Any]  # key id -> ECDSA P-256 public key
+    leak_action: str
+    metrics_registry: Any
 
     def expand(self, scopes: frozenset[str] | tuple[str, ...]) -> frozenset[str]:
         """Every scope the given scopes grant, implied ones included."""
@@ -298,6 +312,27 @@ def _memory_cost(config: Mapping[str, Any]) -> int:
     return memory_cost
 
 
+def _leak_report_keys(config: Mapping[str, Any]) -> dict[str, Any]:
+    from .leaks import load_public_keys
+
+    value = config["KEYAUTH_LEAK_REPORT_KEYS"] or {}
+    if not isinstance(value, Mapping):
+        raise _fail("LEAK_REPORT_KEYS", "must map GitHub's key ids to PEM public keys")
+    try:
+        return load_public_keys(value)
+    except ValueError as error:
+        raise _fail("LEAK_REPORT_KEYS", f"has a bad {error}") from None
+
+
+def _leak_action(config: Mapping[str, Any]) -> str:
+    from .leaks import ACTIONS
+
+    action = config["KEYAUTH_LEAK_ACTION"]
+    if action not in ACTIONS:
+        raise _fail("LEAK_ACTION", f"must be 'revoke' or 'notify', not {action!r}")
+    return str(action)
+
+
 def load(config: Mapping[str, Any]) -> Settings:
     """Read and check the ``KEYAUTH_*`` settings of an app's config."""
     plans = _plans(config)
@@ -326,6 +361,9 @@ def load(config: Mapping[str, Any]) -> Settings:
         argon2_max_concurrent=_max_concurrent(config),
         max_keys_per_owner=_int(config, "MAX_KEYS_PER_OWNER", 1),
         max_lifetime_days=_max_lifetime(config),
+        leak_report_keys=_leak_report_keys(config),
+        leak_action=_leak_action(config),
+        metrics_registry=config["KEYAUTH_METRICS_REGISTRY"],
     )
 
 

@@ -9,6 +9,7 @@ many ``require_key`` decorators the request passes.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-__all__ = ["current_key", "extract_key", "get_state", "load_key", "require_key"]
+__all__ = ["authorize", "current_key", "extract_key", "get_state", "load_key", "require_key"]
 
 
 def extract_key(headers: Headers, names: Iterable[str]) -> str | None:
@@ -72,6 +73,34 @@ def load_key(cost: int | None = None, *, refusing: bool = True) -> Authenticated
             charge = state.limits.spend(auth.key, auth.limits, cost)
         state.limits.enforce(auth.key, charge)
     return auth
+
+
+def authorize(
+    scopes: frozenset[str], cost: int | None, message: str | None = None
+) -> Authenticated:
+    """Decide a key-authenticated request: :func:`load_key`, then the
+    scopes (403 ``FORBIDDEN``, with ``message`` if given).
+
+    The first decision of a request is what the metrics count, with the
+    time it took (``keyauth_requests_total``, ``keyauth_auth_seconds``).
+    """
+    first = not g.get("_keyauth_counted")
+    started = time.perf_counter()
+    code: str | None = None
+    try:
+        auth = load_key(cost)
+        if not scopes <= auth.key.scopes:
+            raise InsufficientScope(message, details={"required_scopes": sorted(scopes)})
+        return auth
+    except KeyAuthError as error:
+        code = error.error_code
+        raise
+    finally:
+        if first:
+            g._keyauth_counted = True  # noqa: SLF001 - our namespaced name on g
+            metrics = get_state().metrics
+            metrics.auth_seconds(time.perf_counter() - started)
+            metrics.request(code)
 
 
 def _check_cost(cost: Any) -> int:
@@ -163,9 +192,7 @@ def require_key(*scopes: str, cost: Cost = 1) -> Callable[[Callable[P, R]], Call
                     "KEYAUTH_SCOPES"
                 )
             try:
-                auth = load_key(_check_cost(cost()) if callable(cost) else cost)
-                if not required <= auth.key.scopes:
-                    raise InsufficientScope(details={"required_scopes": sorted(required)})
+                authorize(required, _check_cost(cost()) if callable(cost) else cost)
             except KeyAuthError as error:
                 return cast(R, error_response(error, state))
             return current_app.ensure_sync(view)(*args, **kwargs)  # type: ignore[no-any-return]

@@ -142,6 +142,12 @@ class HttpsRequired(KeyAuthError, Forbidden):
     default_message = "This API is served over HTTPS only."
 
 
+class InvalidSignature(KeyAuthError, Unauthorized):
+    code = 401
+    code_name = "INVALID_SIGNATURE"
+    default_message = "The report's signature is missing, or is not a signature of its body."
+
+
 class ValidationError(KeyAuthError, BadRequest):
     code = 400
     code_name = "VALIDATION_ERROR"

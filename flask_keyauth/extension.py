@@ -18,6 +18,7 @@ from ._state import KeyAuthState, get_state
 from .auth import Authenticator
 from .errors import KeyAuthError
 from .hashing import Hasher
+from .metrics import metrics_for
 from .models import ApiKeyInfo, define_tables, utcnow
 from .ratelimit import PlanLimits
 from .service import KeyService
@@ -128,11 +129,13 @@ class KeyAuth:
             tables.keys.metadata.create_all(engine)
             store = Store(tables, lambda: engine)
 
+        metrics = metrics_for(settings.metrics_registry)
         hasher = Hasher(
             settings.argon2_time_cost,
             settings.argon2_memory_cost,
             settings.argon2_parallelism,
             settings.argon2_max_concurrent,
+            metrics,
         )
         limits = PlanLimits(app, settings, limiter)
         usage = UsageBuffer(settings.last_used_interval, store)
@@ -140,7 +143,7 @@ class KeyAuth:
         auth = Authenticator(settings, store, hasher, limits, usage, service)
         service.forget = auth.cache.discard
         app.extensions["keyauth"] = KeyAuthState(
-            self, settings, store, hasher, service, limits, auth
+            self, settings, store, hasher, service, limits, auth, metrics
         )
         self._apps_served += 1
         self._only_limiter = weakref.ref(limits.limiter) if self._apps_served == 1 else None
@@ -148,6 +151,10 @@ class KeyAuth:
         from .cli import keys_cli
 
         app.cli.add_command(keys_cli)
+
+        from .views import exempt_from_csrf
+
+        exempt_from_csrf(app)
 
     # -- hooks ---------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from .metrics import NOTHING, Metrics
+
 if TYPE_CHECKING:
     from .models import ApiKeyInfo
 
@@ -44,7 +46,12 @@ class Hasher:
     """
 
     def __init__(
-        self, time_cost: int, memory_cost: int, parallelism: int, max_concurrent: int
+        self,
+        time_cost: int,
+        memory_cost: int,
+        parallelism: int,
+        max_concurrent: int,
+        metrics: Metrics = NOTHING,
     ) -> None:
         self._hasher = PasswordHasher(
             time_cost=time_cost,
@@ -53,6 +60,7 @@ class Hasher:
             type=Type.ID,
         )
         self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._metrics = metrics
         # Verified against when a key id is unknown, so that an unknown id
         # costs the same argon2 run as a wrong secret.
         self._dummy = self._hasher.hash(secrets.token_urlsafe(24))
@@ -60,15 +68,21 @@ class Hasher:
     def hash(self, secret: str) -> str:
         return self._hasher.hash(secret)
 
-    def verify(self, stored_hash: str, secret: str) -> bool:
-        if not self._slots.acquire(blocking=False):
+    def verify(self, stored_hash: str, secret: str, wait: float = 0.0) -> bool:
+        """Whether ``secret`` matches ``stored_hash``. ``wait``: seconds to
+        wait for a free slot (requests never wait; a leak report may)."""
+        taken = self._slots.acquire(timeout=wait) if wait > 0 else self._slots.acquire(False)
+        if not taken:
+            self._metrics.argon2("busy")
             raise Busy()
         try:
-            return self._hasher.verify(stored_hash, secret)
+            matched: bool = self._hasher.verify(stored_hash, secret)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
+            matched = False
         finally:
             self._slots.release()
+        self._metrics.argon2("match" if matched else "mismatch")
+        return matched
 
     def verify_dummy(self, secret: str) -> None:
         """Spend the time of one verification, for an id that does not exist."""

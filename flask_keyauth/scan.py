@@ -11,6 +11,10 @@ Files are read as UTF-8, or as UTF-16/UTF-32 when they start with a byte
 order mark or look like UTF-16 text; other files holding NUL bytes are
 binary and skipped, and so are named pipes, devices and sockets, which are
 never opened.
+
+:func:`scan_git` reads a repository's history instead: every line that any
+commit reachable from any ref added, so a key committed and later deleted
+is still found, with the commit that added it.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import io
 import os
 import re
 import stat
+import subprocess
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -56,10 +61,24 @@ def _ignore(path: str, reason: str) -> None:
 class Finding:
     path: str
     line: int
-    redacted: str
+    #: The key found; only its redacted form is ever shown.
+    key: keys.ParsedKey = field(repr=False)
+    #: The commit that added it, for a finding in git history.
+    commit: str | None = None
+
+    @property
+    def redacted(self) -> str:
+        key = self.key
+        return keys.redact(key.prefix, key.environment, key.key_id, key.text[-4:])
+
+    @property
+    def where(self) -> str:
+        """``path:line``, after ``commit:`` for a finding in history."""
+        place = f"{self.path}:{self.line}"
+        return f"{self.commit[:12]}:{place}" if self.commit else place
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.redacted}"
+        return f"{self.where}: {self.redacted}"
 
 
 def _prefixes_before(line: str, end: int) -> Iterator[str]:
@@ -73,25 +92,16 @@ def _prefixes_before(line: str, end: int) -> Iterator[str]:
             yield line[i:end]
 
 
-def find_in_line(line: str) -> Iterator[str]:
-    """The redacted form of every real key in one line."""
+def find_in_line(line: str) -> Iterator[keys.ParsedKey]:
+    """Every real key in one line."""
     if "_live_" not in line and "_test_" not in line:
         return
     for match in ANCHOR.finditer(line):
         for prefix in _prefixes_before(line, match.start()):
             parsed = keys.parse(prefix + match.group(0), prefix)
             if parsed is not None:
-                yield keys.redact(
-                    parsed.prefix, parsed.environment, parsed.key_id, parsed.text[-4:]
-                )
+                yield parsed
                 break
-
-
-def find_in_text(text: str) -> Iterator[tuple[int, str]]:
-    """(line number, redacted key) for every real key in ``text``."""
-    for number, line in enumerate(text.split("\n"), start=1):
-        for redacted in find_in_line(line):
-            yield number, redacted
 
 
 def encoding_of(sample: bytes) -> str | None:
@@ -179,7 +189,7 @@ def _scan_file(path: Path, note: Note) -> list[Finding]:
         # editors and grep count them.
         with io.TextIOWrapper(file, encoding=encoding, errors="replace", newline="\n") as text:
             for number, line in enumerate(text, start=1):
-                findings += [Finding(str(path), number, red) for red in find_in_line(line)]
+                findings += [Finding(str(path), number, key) for key in find_in_line(line)]
     except OSError as error:
         note(str(path), f"could not be read to the end: {error.strerror or error}")
     finally:
@@ -196,6 +206,87 @@ def scan(paths: Iterable[str], note: Note = _ignore) -> list[Finding]:
     findings = []
     for path in files_under(paths, note):
         findings += _scan_file(path, note)
+    return findings
+
+
+class GitError(RuntimeError):
+    """``git`` is missing, or the folder is not a repository it can read."""
+
+
+_HUNK = re.compile(r"^@@ -\d+(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+
+def _unquote(path: str) -> str:
+    """A path as git prints it: C-quoted when it holds unusual characters."""
+    if len(path) >= 2 and path[0] == path[-1] == '"':
+        raw = path[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+        return raw.encode("latin-1", "replace").decode("utf-8", "replace")
+    return path
+
+
+def _added_lines(lines: Iterable[str]) -> Iterator[tuple[str, str, int, str]]:
+    """(commit, path, line number, text) of every added line of a
+    ``git log -p`` whose commit headers are ``commit <sha>``.
+
+    Inside a hunk, its header's line counts say which lines belong to it,
+    so an added line that itself reads like a header (``++ x`` shows as
+    ``+++ x``) is still content.
+    """
+    commit = path = ""
+    number = old = new = 0
+    for raw in lines:
+        line = raw.rstrip("\n")
+        if old > 0 or new > 0:
+            if line.startswith("+"):
+                if path:
+                    yield commit, path, number, line[1:]
+                number, new = number + 1, new - 1
+            elif line.startswith("-"):
+                old -= 1
+            elif line.startswith(" "):
+                number, old, new = number + 1, old - 1, new - 1
+            continue  # "\ No newline at end of file" counts as nothing
+        if line.startswith("commit "):
+            commit, path = line[7:].strip(), ""
+        elif line.startswith("+++ "):
+            target = line[4:]
+            path = "" if target == "/dev/null" else _unquote(target)[2:]
+        elif line.startswith("@@") and (hunk := _HUNK.match(line)):
+            old = int(hunk.group(1) or 1)
+            number, new = int(hunk.group(2)), int(hunk.group(3) or 1)
+
+
+def scan_git(repository: str) -> list[Finding]:
+    """Every real key that a commit reachable from any ref of
+    ``repository`` added, with the commit, path and line.
+
+    Each key is reported where it was added, even when a later commit
+    deleted it: what was pushed once stays in the history. Binary files are
+    not read, as in :func:`scan`.
+    """
+    command = [
+        "git", "-C", repository, "-c", "core.quotePath=true", "log", "--all",
+        "--format=commit %H", "-p", "--no-color", "--no-ext-diff", "--no-textconv",
+        "--no-renames", "--unified=0",
+    ]  # fmt: skip
+    try:
+        process = subprocess.Popen(  # noqa: S603 - a fixed command, no shell
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "GIT_PAGER": "cat", "LC_ALL": "C"},
+        )
+    except OSError as error:
+        raise GitError(f"git could not be run: {error.strerror or error}") from None
+    assert process.stdout is not None
+    findings = []
+    with io.TextIOWrapper(process.stdout, encoding="utf-8", errors="replace") as out:
+        for commit, path, number, text in _added_lines(out):
+            findings += [Finding(path, number, key, commit) for key in find_in_line(text)]
+    said = process.stderr.read().decode("utf-8", "replace").strip() if process.stderr else ""
+    if process.wait() != 0:
+        reason = said.splitlines()[-1] if said else "git log failed"
+        raise GitError(f"{repository} could not be read as a git repository: {reason}")
     return findings
 
 

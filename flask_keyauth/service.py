@@ -13,6 +13,7 @@ import ipaddress
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from . import keys, signals
 from .config import Settings
 from .errors import KeyNotFound, StorageUnavailable
-from .hashing import Hasher
+from .hashing import Busy, Hasher
 from .models import (
     ACTOR_MAX,
     DESCRIPTION_MAX,
@@ -33,6 +34,7 @@ from .models import (
     join_scopes,
 )
 from .plans import check_limits, parse_limits, split_limits
+from .reminders import Reminder, due_reminders
 from .store import Store, owner_plan_columns
 from .usage import UsageBuffer
 
@@ -62,8 +64,36 @@ UPDATE_EVENTS = {
 #: Every action an event may record.
 EVENT_ACTIONS = (
     "created", *dict.fromkeys(UPDATE_EVENTS.values()), "revoked", "rotated", "disabled",
-    "enabled", "plan_changed",
+    "enabled", "plan_changed", "leaked", "reminded",
 )
+#: Seconds a leak report waits for a free argon2 slot (requests never wait).
+LEAK_VERIFY_WAIT = 5.0
+#: The longest ``detail`` an event keeps (the column's size).
+DETAIL_MAX = 512
+
+
+def event_detail(detail: str | None) -> str | None:
+    """``detail`` as an event stores it: cut to the column, with a marker."""
+    if detail is None or len(detail) <= DETAIL_MAX:
+        return detail
+    return detail[: DETAIL_MAX - 1] + "…"
+
+
+@dataclass(frozen=True)
+class LeakOutcome:
+    """What a reported string turned out to be."""
+
+    #: The key it is, or ``None`` when it is not one of this app's keys.
+    key: ApiKeyInfo | None
+    #: Whether this report was new (a repeat of a key and URL changes nothing).
+    new: bool = False
+    #: Whether this report revoked the key.
+    revoked: bool = False
+
+    @property
+    def label(self) -> str:
+        """GitHub's label: ``true_positive`` for one of our keys."""
+        return "true_positive" if self.key is not None else "false_positive"
 
 
 def _change_detail(field: str, old: Any, new: Any) -> str | None:
@@ -414,7 +444,7 @@ class KeyService:
                 actor=check_actor(actor),
                 remote_addr=remote_addr,
                 # The column holds 512 characters; a plan's limits may not.
-                detail=detail if detail is None or len(detail) <= 512 else detail[:511] + "…",
+                detail=event_detail(detail),
                 at=self.clock(),
             )
         )
@@ -769,6 +799,158 @@ class KeyService:
 
     def flush_usage(self) -> None:
         self.usage.flush()
+
+    # -- leaks and reminders ------------------------------------------------
+
+    def _once(
+        self, conn: sa.Connection, record: KeyRecord, action: str, detail: str, actor: str | None
+    ) -> bool:
+        """Record ``action`` with ``detail`` for a key unless it already is.
+
+        The key's row is locked first (``FOR UPDATE`` where the database has
+        it), so two hosts handling the same report or reminder at once
+        record, and announce, it once.
+        """
+        t, events = self.store.tables.keys, self.store.tables.events
+        conn.execute(sa.select(t.c.key_id).where(t.c.key_id == record.key_id).with_for_update())
+        stored = event_detail(detail)
+        seen = conn.execute(
+            sa.select(events.c.id).where(
+                events.c.key_id == record.key_id,
+                events.c.action == action,
+                events.c.detail == stored,
+            )
+        ).first()
+        if seen is not None:
+            return False
+        self._event(conn, record.owner_id, record.key_id, action, actor, None, stored)
+        return True
+
+    def _reported_key(self, text: str) -> KeyRecord | None:
+        """The key that ``text`` is, verified with argon2, or ``None``.
+
+        A string that is not of our format, or whose checksum fails, or
+        whose id is unknown, costs no argon2 run: only a key id that exists
+        is checked, so a forged string carrying a real id (ids are shown
+        redacted on the pages) cannot get a key revoked.
+        """
+        parsed = keys.parse(text.strip(), self.settings.key_prefix)
+        if parsed is None:
+            return None
+        try:
+            with self.store.engine.connect() as conn:
+                record = self._record(conn, parsed.key_id)
+        except KeyNotFound:
+            return None
+        try:
+            matches = self.hasher.verify(record.secret_hash, parsed.secret, LEAK_VERIFY_WAIT)
+        except Busy:
+            raise StorageUnavailable(
+                "Too many keys are being verified at once. Try again shortly.",
+                headers=[("Retry-After", "5")],
+            ) from None
+        return record if matches else None
+
+    def identify(self, text: str) -> ApiKeyInfo | None:
+        """The key that ``text`` is (its secret verified), or ``None``.
+
+        For tools that find key text (``flask keys scan --check``): only an
+        existing key id costs an argon2 run.
+        """
+        record = self._reported_key(text)
+        if record is None:
+            return None
+        with self.store.engine.connect() as conn:
+            plan, _ = self._owner_plan(conn, record.owner_id)
+        return self._info(record, plan)
+
+    def report_leak(
+        self,
+        text: str,
+        *,
+        url: str = "",
+        source: str = "",
+        action: str | None = None,
+        actor: str | None = None,
+    ) -> LeakOutcome:
+        """Handle a report that ``text`` was found in public.
+
+        When ``text`` is one of this app's keys: record a ``leaked`` event
+        (its detail is ``url``, else ``source``), send ``key_leaked`` and,
+        with ``action="revoke"`` (``KEYAUTH_LEAK_ACTION``'s default),
+        revoke the key at once. A repeat of the same key and URL changes
+        nothing and sends nothing. ``text`` is never stored nor logged.
+        """
+        action = action or self.settings.leak_action
+        if action not in ("revoke", "notify"):
+            raise ValueError(f"action must be 'revoke' or 'notify', not {action!r}")
+        record = self._reported_key(text)
+        if record is None:
+            return LeakOutcome(None)
+        t = self.store.tables.keys
+        revoked = False
+        with self.store.engine.begin() as conn:
+            new = self._once(conn, record, "leaked", url or source or "reported", actor)
+            if action == "revoke":
+                revoked = conn.execute(
+                    sa.update(t)
+                    .where(t.c.key_id == record.key_id, t.c.revoked_at.is_(None))
+                    .values(revoked_at=self.clock())
+                ).rowcount == 1
+                if revoked:
+                    self._event(conn, record.owner_id, record.key_id, "revoked", actor, None)
+            record = self._record(conn, record.key_id)
+            plan, _ = self._owner_plan(conn, record.owner_id)
+        if action == "revoke":
+            # Also on a repeat: a retry after a failed notice tells every
+            # process again, as revoke_key does.
+            self._changed(record.owner_id, record.key_id)
+        info = self._info(record, plan)
+        if new:
+            _send(signals.key_leaked, key=info, url=url, source=source)
+        if revoked:
+            _send(signals.key_revoked, key=info)
+        return LeakOutcome(info, new, revoked)
+
+    def remind(self, days: int = 7, *, actor: str | None = None) -> list[Reminder]:
+        """Send the reminders that are due, each once per key and kind.
+
+        ``key_expiring`` (keywords ``key``, ``days_left``) goes out for active
+        keys that expire within ``days`` (once per expiry: a key whose
+        expiry moves is reminded again), ``key_rotation_due`` (``key``,
+        ``age_days``) for active keys older than
+        ``KEYAUTH_ROTATION_REMINDER_DAYS``. A key already rotated is not
+        reminded: its successor is. Each reminder is recorded as a
+        ``reminded`` event, which is what makes a second run, on this host
+        or another, send nothing again. Returns the reminders sent.
+        """
+        if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+            raise ValueError(f"days must be a whole number of at least 0, not {days!r}")
+        t = self.store.tables.keys
+        with self.store.engine.connect() as conn:
+            rotated = set(
+                conn.execute(sa.select(t.c.rotated_from).where(t.c.rotated_from.is_not(None)))
+                .scalars()
+                .all()
+            )
+        due = due_reminders(
+            (key for key in self.all_keys() if key.id not in rotated),
+            self.clock(),
+            days,
+            self.settings.rotation_reminder_days,
+        )
+        sent = []
+        for reminder in due:
+            with self.store.engine.begin() as conn:
+                record = self._record(conn, reminder.key.id)
+                if not self._once(conn, record, "reminded", reminder.detail, actor):
+                    continue
+            sent.append(reminder)
+            if reminder.kind == "key_expiring":
+                _send(signals.key_expiring, key=reminder.key, days_left=reminder.days)
+            else:
+                _send(signals.key_rotation_due, key=reminder.key, age_days=reminder.days)
+        return sent
 
 
 class _Row:

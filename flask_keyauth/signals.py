@@ -25,6 +25,15 @@ auth_failed = _signals.signal("keyauth.auth-failed")
 #: A request was refused because its owner's plan limit is spent.
 #: Keywords: ``key`` and ``limit`` (its text, e.g. ``"100 per 1 hour"``).
 rate_limited = _signals.signal("keyauth.rate-limited")
+#: A key was reported found in public (a GitHub report, ``flask keys leaked``
+#: or ``flask keys scan --revoke``). Keywords: ``key``, ``url`` and ``source``.
+key_leaked = _signals.signal("keyauth.key-leaked")
+#: An active key expires soon (``flask keys remind``). Keywords: ``key`` and
+#: ``days_left``.
+key_expiring = _signals.signal("keyauth.key-expiring")
+#: An active key is older than ``KEYAUTH_ROTATION_REMINDER_DAYS`` (``flask
+#: keys remind``). Keywords: ``key`` and ``age_days``.
+key_rotation_due = _signals.signal("keyauth.key-rotation-due")
 
 
 def sender() -> Flask:

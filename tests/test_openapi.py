@@ -204,7 +204,7 @@ def test_document_paths_are_the_blueprint_api_routes(
     documented = {(path, method) for path, item in doc["paths"].items() for method in item}
     routes = rules_of(app, PREFIX)
     assert documented == routes
-    assert len(routes) == 12
+    assert len(routes) == 13
     # Every API endpoint is a route.
     endpoints = {r.endpoint.rpartition(".")[2] for r in app.url_map.iter_rules()}
     assert endpoints >= api.API_ENDPOINTS
@@ -256,7 +256,11 @@ def test_request_schemas_refuse_what_the_api_refuses(
         for method, op in item.items()
         if "requestBody" in op
     ]
-    assert sorted(others) == sorted(bodies)
+    # GitHub's reports are the one body read openly: GitHub may add fields.
+    assert sorted(others) == sorted([*bodies, ("/api/leaks/github", "post")])
+    report = doc["components"]["schemas"]["LeakReport"]
+    assert report["items"]["required"] == ["token"]
+    assert "additionalProperties" not in report["items"]
 
 
 def statuses(doc: dict[str, Any], path: str, method: str) -> set[int]:
@@ -273,6 +277,14 @@ def test_every_status_each_route_can_answer_is_documented(
             if path.endswith("openapi.json"):
                 assert found == {200}
                 assert op["security"] == []
+                continue
+            if path == "/api/leaks/github":
+                # Signed, not key-authenticated: no scope, no plan.
+                assert found == {200, 400, 401, 413, 500, 503}
+                assert op["security"] == [{"githubSignature": []}]
+                bad = resolve(doc, op["responses"]["401"])["content"]["application/json"]
+                code = bad["schema"]["allOf"][1]["properties"]["error"]["properties"]["code"]
+                assert code == {"const": "INVALID_SIGNATURE"}
                 continue
             assert {401, 403, 429, 503} <= found, (path, method)
             if method != "get":

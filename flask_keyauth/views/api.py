@@ -21,11 +21,12 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 from werkzeug.exceptions import InternalServerError, RequestEntityTooLarge
 
-from .. import keys
-from ..decorators import extract_key, get_state, load_key, render_error
+from .. import keys, leaks
+from ..decorators import authorize, extract_key, get_state, render_error
 from ..errors import (
     InsufficientScope,
     InvalidApiKey,
+    InvalidSignature,
     KeyAuthError,
     KeyLimitReachedError,
     KeyNotFound,
@@ -54,6 +55,8 @@ from .common import (
     session_owner,
 )
 
+#: Who the audit trail names for what a GitHub report did.
+LEAK_ACTOR = "github"
 #: The scope a key needs to manage its owner's keys.
 MANAGE_SCOPE = "admin"
 #: The largest request body the API reads (the app's ``MAX_CONTENT_LENGTH``
@@ -94,6 +97,7 @@ API_ENDPOINTS = frozenset(
         "api_events",
         "api_whoami",
         "api_openapi",
+        "api_leaks_github",
     }
 )
 
@@ -161,12 +165,11 @@ def manager() -> Caller:
     """
     state = get_state()
     if _presents_key():
-        auth = load_key(1)
-        if MANAGE_SCOPE not in auth.key.scopes:
-            raise InsufficientScope(
-                f"Managing API keys needs a key with the '{MANAGE_SCOPE}' scope.",
-                details={"required_scopes": [MANAGE_SCOPE]},
-            )
+        auth = authorize(
+            frozenset({MANAGE_SCOPE}),
+            1,
+            f"Managing API keys needs a key with the '{MANAGE_SCOPE}' scope.",
+        )
         if request.method not in SAFE_METHODS:
             _read_body()
         return Caller(auth.key.owner_id, key_actor(auth.key.id), auth.key)
@@ -204,12 +207,12 @@ def _owned_key(caller: Caller, key_id: str) -> ApiKeyInfo:
 # -- reading the body -----------------------------------------------------
 
 
-def body_cap() -> int:
-    """The largest body the API reads: ``BODY_MAX`` or ``MAX_CONTENT_LENGTH``."""
+def body_cap(largest: int = BODY_MAX) -> int:
+    """The largest body the API reads: ``largest`` or ``MAX_CONTENT_LENGTH``."""
     configured = current_app.config.get("MAX_CONTENT_LENGTH")
     if isinstance(configured, int) and not isinstance(configured, bool) and configured >= 0:
-        return min(BODY_MAX, configured)
-    return BODY_MAX
+        return min(largest, configured)
+    return largest
 
 
 def _too_large(cap: int) -> NoReturn:
@@ -218,12 +221,12 @@ def _too_large(cap: int) -> NoReturn:
     )
 
 
-def _read_body() -> bytes:
-    """The raw body, read once and at most ``body_cap()`` bytes of it."""
+def _read_body(largest: int = BODY_MAX) -> bytes:
+    """The raw body, read once and at most ``body_cap(largest)`` bytes of it."""
     cached: bytes | None = g.get("_keyauth_api_body")
     if cached is not None:
         return cached
-    cap = body_cap()
+    cap = body_cap(largest)
     length = request.content_length
     if length is not None and length > cap:
         _too_large(cap)
@@ -434,7 +437,7 @@ def _service_call(field: str, call: Callable[[], T]) -> T:
 # -- responses ------------------------------------------------------------
 
 
-def _reply(body: dict[str, Any], status: int = 200) -> Response:
+def _reply(body: dict[str, Any] | list[Any], status: int = 200) -> Response:
     response = current_app.response_class(current_app.json.dumps(body), mimetype="application/json")
     response.status_code = status
     # Key lists, usage and secrets are private to one owner: no cache keeps them.
@@ -603,7 +606,7 @@ def events() -> ResponseReturnValue:
 def whoami() -> ResponseReturnValue:
     """The presented key, its owner and plan budget; spends nothing."""
     state = get_state()
-    auth = load_key()
+    auth = authorize(frozenset(), None)
     rate_limits = state.limits.report(auth.key, auth.limits)
     key = auth.key
     return _reply(
@@ -633,6 +636,38 @@ def openapi_document() -> ResponseReturnValue:
     prefix = here[: -len("/api/openapi.json")]
     cookie = current_app.config.get("SESSION_COOKIE_NAME") or "session"
     return current_app.json.response(build_document(get_state().settings, prefix, cookie))
+
+
+@blueprint.post("/api/leaks/github", endpoint="api_leaks_github")
+def github_leaks() -> ResponseReturnValue:
+    """GitHub's secret scanning partner reports (SPEC §14).
+
+    Neither a key nor a session authenticates this: GitHub's signature of
+    the raw body does, so there is no CSRF token either. A bad or missing
+    signature is a 401 that reads nothing further and changes nothing.
+    The answer is GitHub's label list, the only place a reported token is
+    ever written back.
+    """
+    service = get_state().service
+    body = _read_body(leaks.BODY_MAX)
+    if not leaks.verify(
+        body,
+        request.headers.get(leaks.KEY_ID_HEADER),
+        request.headers.get(leaks.SIGNATURE_HEADER),
+        service.settings.leak_report_keys,
+    ):
+        raise InvalidSignature()
+    try:
+        matches = leaks.read_report(body)
+    except leaks.ReportError as error:
+        raise _invalid({"body": str(error)}) from None
+    answer = []
+    for match in matches:
+        outcome = service.report_leak(
+            match.token, url=match.url, source=match.source, actor=LEAK_ACTOR
+        )
+        answer.append({"token_raw": match.token, "token_type": match.type, "label": outcome.label})
+    return _reply(answer)
 
 
 # -- unexpected errors ----------------------------------------------------

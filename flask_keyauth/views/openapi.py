@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from .. import keys
+from .. import keys, leaks
 from ..config import Settings
 from ..models import DESCRIPTION_MAX, NAME_MAX
 from ..plans import LIMITS_MAX, LIMITS_TEXT_MAX
@@ -26,6 +26,7 @@ OPENAPI_VERSION = "3.1.0"
 MANAGE = "manage"  # the session owner (CSRF on changes) or an admin key
 KEY = "key"  # any valid key
 PUBLIC = "public"
+SIGNED = "signed"  # GitHub's signature of the body, nothing else
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,24 @@ OPERATIONS: tuple[Operation, ...] = (
         (200, "Whoami"),
     ),
     Operation(
+        "post",
+        "/api/leaks/github",
+        "api_leaks_github",
+        "reportLeaks",
+        "GitHub secret scanning reports",
+        "GitHub's secret scanning partner messages, signed with ECDSA P-256 "
+        "(`Github-Public-Key-Identifier`, `Github-Public-Key-Signature`, checked against "
+        "KEYAUTH_LEAK_REPORT_KEYS; a bad or missing signature is 401 and changes nothing). "
+        "Every reported token that is one of this app's keys is labelled `true_positive`, "
+        "recorded as a `leaked` event and, with KEYAUTH_LEAK_ACTION `revoke` (the default), "
+        "revoked. A repeat of the same token and URL changes nothing.",
+        SIGNED,
+        (200, "LeakLabels"),
+        errors=(400, 413),
+        request="LeakReport",
+        request_required=True,
+    ),
+    Operation(
         "get",
         "/api/openapi.json",
         "api_openapi",
@@ -226,11 +245,15 @@ ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
     503: ("The key store or the rate-limit storage is unreachable.", ("SERVICE_UNAVAILABLE",)),
 }
 
+#: The 401 of a leak report, in place of a key's.
+BAD_SIGNATURE = "INVALID_SIGNATURE"
+
 #: Statuses every operation of an access kind can answer.
 ACCESS_ERRORS: dict[str, tuple[int, ...]] = {
     MANAGE: (401, 403, 429, 500, 503),
     KEY: (401, 403, 429, 500, 503),
     PUBLIC: (),
+    SIGNED: (401, 500, 503),
 }
 
 #: Rate-limit headers of each ``KEYAUTH_RATELIMIT_HEADERS`` style.
@@ -454,7 +477,10 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                     {
                         "code": {
                             "type": "string",
-                            "enum": sorted({c for _, codes in ERRORS.values() for c in codes}),
+                            "enum": sorted(
+                                {c for _, codes in ERRORS.values() for c in codes}
+                                | {BAD_SIGNATURE}
+                            ),
                         },
                         "message": {"type": "string"},
                         "details": {"type": "object"},
@@ -465,6 +491,29 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "to a message; `details.required_scopes` (403) lists what the route needs.",
         ),
         "OpenApiDocument": {"type": "object"},
+        "LeakReport": {
+            "type": "array",
+            "maxItems": leaks.MATCHES_MAX,
+            "items": _object(
+                {
+                    "token": {"type": "string", "maxLength": leaks.FIELD_MAX},
+                    "type": {"type": "string", "maxLength": leaks.FIELD_MAX},
+                    "url": {"type": "string", "maxLength": leaks.FIELD_MAX},
+                    "source": {"type": "string", "maxLength": leaks.FIELD_MAX},
+                },
+                required=["token"],
+            ),
+        },
+        "LeakLabels": {
+            "type": "array",
+            "items": _object(
+                {
+                    "token_raw": {"type": "string"},
+                    "token_type": {"type": "string"},
+                    "label": {"type": "string", "enum": ["true_positive", "false_positive"]},
+                }
+            ),
+        },
         "CreateKeyRequest": _object(
             create_properties, closed=True, required=["name"], **one_expiry
         ),
@@ -497,6 +546,11 @@ def _responses(settings: Settings) -> dict[str, Any]:
         if headers:
             response["headers"] = headers
         responses[f"Error{status}"] = response
+    code = {"properties": {"error": {"properties": {"code": {"const": BAD_SIGNATURE}}}}}
+    responses["BadSignature"] = {
+        "description": f"The signature is missing or wrong. Code: {BAD_SIGNATURE}.",
+        "content": {"application/json": {"schema": {"allOf": [_ref("schemas", "Error"), code]}}},
+    }
     return responses
 
 
@@ -532,6 +586,13 @@ def _security_schemes(settings: Settings, session_cookie: str) -> dict[str, Any]
         "name": session_cookie,
         "description": "The host app's signed-in browser session.",
     }
+    schemes["githubSignature"] = {
+        "type": "apiKey",
+        "in": "header",
+        "name": leaks.SIGNATURE_HEADER,
+        "description": f"GitHub's ECDSA signature of the body, by the key that "
+        f"`{leaks.KEY_ID_HEADER}` names.",
+    }
     schemes["csrfToken"] = {
         "type": "apiKey",
         "in": "header",
@@ -543,9 +604,13 @@ def _security_schemes(settings: Settings, session_cookie: str) -> dict[str, Any]
 
 
 def _security(op: Operation, schemes: dict[str, Any]) -> list[dict[str, list[str]]]:
-    key_schemes = [name for name in schemes if name not in ("sessionCookie", "csrfToken")]
+    key_schemes = [
+        name for name in schemes if name not in ("sessionCookie", "csrfToken", "githubSignature")
+    ]
     if op.access == PUBLIC:
         return []
+    if op.access == SIGNED:
+        return [{"githubSignature": []}]
     if op.access == KEY:
         return [{name: []} for name in key_schemes]
     # OpenAPI 3.1 lets a non-OAuth requirement name the roles it needs.
@@ -622,12 +687,13 @@ def _operation(op: Operation, settings: Settings, schemes: dict[str, Any]) -> di
     if op.access == MANAGE and op.changes_state:
         statuses |= {400, 413}
     for error in sorted(statuses):
-        responses[str(error)] = _ref("responses", f"Error{error}")
+        name = "BadSignature" if op.access == SIGNED and error == 401 else f"Error{error}"
+        responses[str(error)] = _ref("responses", name)
     operation: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
         "description": op.description,
-        "tags": ["keys"] if op.access == MANAGE else ["meta"],
+        "tags": ["keys"] if op.access == MANAGE else ["leaks"] if op.access == SIGNED else ["meta"],
         "responses": responses,
         "security": _security(op, schemes),
     }
@@ -681,6 +747,7 @@ def build_document(
         "tags": [
             {"name": "keys", "description": "Key management"},
             {"name": "meta", "description": "The caller and this document"},
+            {"name": "leaks", "description": "Reports of keys found in public"},
         ],
     }
     return copy.deepcopy(document)
