@@ -249,7 +249,8 @@ def _added_lines(lines: Iterable[str]) -> Iterator[tuple[str, str, int, str]]:
         if line.startswith("commit "):
             commit, path = line[7:].strip(), ""
         elif line.startswith("+++ "):
-            target = line[4:]
+            # git ends a path holding a space with a tab, to tell it apart.
+            target = line[4:].rstrip("\t")
             path = "" if target == "/dev/null" else _unquote(target)[2:]
         elif line.startswith("@@") and (hunk := _HUNK.match(line)):
             old = int(hunk.group(1) or 1)
@@ -278,13 +279,14 @@ def scan_git(repository: str) -> list[Finding]:
         )
     except OSError as error:
         raise GitError(f"git could not be run: {error.strerror or error}") from None
-    assert process.stdout is not None
     findings = []
-    with io.TextIOWrapper(process.stdout, encoding="utf-8", errors="replace") as out:
+    with process:
+        assert process.stdout is not None and process.stderr is not None
+        out = io.TextIOWrapper(process.stdout, encoding="utf-8", errors="replace")
         for commit, path, number, text in _added_lines(out):
             findings += [Finding(path, number, key, commit) for key in find_in_line(text)]
-    said = process.stderr.read().decode("utf-8", "replace").strip() if process.stderr else ""
-    if process.wait() != 0:
+        said = process.stderr.read().decode("utf-8", "replace").strip()
+    if process.returncode != 0:
         reason = said.splitlines()[-1] if said else "git log failed"
         raise GitError(f"{repository} could not be read as a git repository: {reason}")
     return findings
