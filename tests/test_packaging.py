@@ -1,8 +1,8 @@
-"""The distribution's name, and the README's install lines.
+"""The distribution's name, and the install lines of the README and the docs.
 
 ``flask-keyauth`` on the package index is an unrelated project, so this one
 is distributed as ``flask-keyauth-kit`` (import name ``flask_keyauth``) and
-every install line in the README installs this checkout.
+every install line in the README and the docs installs this checkout.
 """
 
 from __future__ import annotations
@@ -43,8 +43,13 @@ def test_the_distribution_name_is_not_the_taken_one() -> None:
     assert metadata.version(name) == meta["version"]
 
 
+#: Where install lines are written: the README, the contributors' guide and
+#: every page of the documentation.
+DOCUMENTS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def install_lines() -> list[list[str]]:
-    text = (ROOT / "README.md").read_text()
+    text = "\n".join(path.read_text() for path in DOCUMENTS if path.exists())
     found = []
     for match in PIP_INSTALL.finditer(text):
         args = shlex.split(match.group(1), comments=True)
@@ -52,7 +57,7 @@ def install_lines() -> list[list[str]]:
     return found
 
 
-def test_every_readme_install_line_installs_this_checkout() -> None:
+def test_every_documented_install_line_installs_this_checkout() -> None:
     extras = set(project()["optional-dependencies"])
     lines = install_lines()
     assert len(lines) >= 3, lines
