@@ -82,17 +82,23 @@ def get(base: str, headers: dict[str, str], timeout: float = 30) -> Reply:
 
 @contextmanager
 def gunicorn(
-    config: dict[str, Any], workers: int = 1, threads: int = 1, extra: tuple[str, ...] = ()
+    config: dict[str, Any],
+    workers: int = 1,
+    threads: int = 1,
+    extra: tuple[str, ...] = (),
+    app: str = "tests.security.hostile_app:create_app()",
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, int]]:
-    """Serve ``hostile_app`` with ``config`` (KEY -> value); yield (base url, port)."""
+    """Serve ``app`` (``hostile_app`` by default) with ``config`` (KEY ->
+    value) and ``env``; yield (base url, port)."""
     port = free_port()
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     for name, value in config.items():
         env[f"TESTAPP_{name}"] = json.dumps(value)
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
          "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "5",
-         *extra, "tests.security.hostile_app:create_app()"],
+         *extra, app],
         cwd=ROOT, env=env,
     )
     base = f"http://127.0.0.1:{port}"
