@@ -6,7 +6,11 @@ The README's recipe, runnable: ``install(app, notify)`` subscribes to
   keys, or a client deployed with a revoked key) alerts once per burst;
 - ``rate_limited``: an owner that runs into its plan alerts once per limit
   and window, a sign of a runaway script or a plan that is too small;
-- ``key_revoked``: every revocation, for the security log.
+- ``key_revoked``: every revocation, for the security log;
+- ``key_leaked``: a key found in public (GitHub's report, ``flask keys
+  leaked``, ``flask keys scan --revoke``), with where it was found;
+- ``key_expiring`` and ``key_rotation_due``: what ``flask keys remind``
+  (from cron) finds due, once per key and kind, to pass on to the owner.
 
 and :func:`usage_spikes` compares each key's requests today with its own
 average over the previous days, for a job that runs every few minutes.
@@ -24,7 +28,16 @@ from typing import Any
 
 from flask import Flask
 
-from flask_keyauth import ApiKeyInfo, KeyAuth, auth_failed, key_revoked, rate_limited
+from flask_keyauth import (
+    ApiKeyInfo,
+    KeyAuth,
+    auth_failed,
+    key_expiring,
+    key_leaked,
+    key_revoked,
+    key_rotation_due,
+    rate_limited,
+)
 
 Notify = Callable[[str], None]
 
@@ -98,10 +111,26 @@ def install(
     def on_revoked(sender: Flask, key: ApiKeyInfo, **_: Any) -> None:
         notify(f"key {key.redacted} ({key.name!r}) of {key.owner_id} was revoked")
 
+    def on_leaked(sender: Flask, key: ApiKeyInfo, url: str, source: str, **_: Any) -> None:
+        where = url or source or "an unnamed place"
+        notify(f"key {key.redacted} ({key.name!r}) of {key.owner_id} was found in {where}; "
+               f"it is {key.status}")
+
+    def on_expiring(sender: Flask, key: ApiKeyInfo, days_left: int, **_: Any) -> None:
+        notify(f"key {key.redacted} ({key.name!r}) of {key.owner_id} expires in "
+               f"{days_left} day(s): rotate it")
+
+    def on_rotation_due(sender: Flask, key: ApiKeyInfo, age_days: int, **_: Any) -> None:
+        notify(f"key {key.redacted} ({key.name!r}) of {key.owner_id} is {age_days} days "
+               "old: rotate it")
+
     # weak=False: the receivers are closures that would otherwise be collected.
     auth_failed.connect(on_auth_failed, sender=app, weak=False)
     rate_limited.connect(on_rate_limited, sender=app, weak=False)
     key_revoked.connect(on_revoked, sender=app, weak=False)
+    key_leaked.connect(on_leaked, sender=app, weak=False)
+    key_expiring.connect(on_expiring, sender=app, weak=False)
+    key_rotation_due.connect(on_rotation_due, sender=app, weak=False)
 
 
 def usage_spikes(

@@ -31,6 +31,8 @@ from werkzeug.wrappers import Response
 
 from flask_keyauth import KeyAuth, blueprint, current_key, require_key
 
+from . import alerts
+
 db = SQLAlchemy()
 keyauth = KeyAuth()
 
@@ -254,6 +256,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         db.create_all()
 
     sign_in(app)
+    # Alerts go to the log: failure bursts, spent plans, revocations, leaks,
+    # and the reminders that `flask --app example.app keys remind` sends.
+    alerts.install(app, app.logger.warning)
 
     @app.get("/v1/entities")
     @require_key("read")

@@ -98,3 +98,51 @@ def test_the_burst_counter_stays_bounded_under_a_flood_of_addresses() -> None:
     assert [burst.hit("192.0.2.1") for _ in range(10)] == [False, False, True] + [False] * 7
     now[0] += 61
     assert [burst.hit("192.0.2.1") for _ in range(3)] == [False, False, True]
+
+
+def test_leaks_and_reminders_reach_the_alerts(alerting: Any) -> None:
+    app, keyauth, lines = alerting
+    service = service_of(app)
+    with app.app_context():
+        info, secret = keyauth.create_key(
+            "acme", "ci", expires_at=service.clock() + dt.timedelta(days=2, hours=1)
+        )
+    result = app.test_cli_runner().invoke(args=["keys", "remind"])
+    assert result.exit_code == 0, result.output
+    assert lines == [f"key {info.redacted} ('ci') of acme expires in 2 day(s): rotate it"]
+    result = app.test_cli_runner().invoke(
+        args=["keys", "leaked", "-", "--url", "https://gist.example/1"], input=secret
+    )
+    assert result.exit_code == 0, result.output
+    assert lines[1:] == [
+        f"key {info.redacted} ('ci') of acme was found in https://gist.example/1; it is revoked",
+        f"key {info.redacted} ('ci') of acme was revoked",
+    ]
+    assert all(secret not in line for line in lines)
+
+
+def test_the_demo_logs_its_reminders(tmp_path: Any, monkeypatch: Any, caplog: Any) -> None:
+    from example.app import create_app
+
+    monkeypatch.chdir(tmp_path)
+    app = create_app(
+        {
+            "SECRET_KEY": "demo-test",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'demo.db'}",
+            "RATELIMIT_STORAGE_URI": "memory://",
+            "KEYAUTH_ARGON2_TIME_COST": 1,
+            "KEYAUTH_ARGON2_MEMORY_COST": 8,
+        }
+    )
+    service = service_of(app)
+    with app.app_context():
+        info, _ = service.create_key(
+            "acme", "soon", expires_at=service.clock() + dt.timedelta(hours=30)
+        )
+    with caplog.at_level("WARNING"):
+        result = app.test_cli_runner().invoke(args=["keys", "remind"])
+    assert result.exit_code == 0, result.output
+    assert f"key {info.redacted} ('soon') of acme expires in 1 day(s)" in caplog.text
+    service.usage.take()
+    with app.app_context():
+        app.extensions["sqlalchemy"].engine.dispose()
