@@ -195,26 +195,37 @@ class ApiKeyInfo:
     never holds the secret or its hash.
     """
 
+    #: The 12-character public key id, the same in JSON, CLI, pages and whoami.
     id: str
+    #: The owner (account or organisation) id the key belongs to.
     owner_id: str
+    #: The key's label, at most 128 characters.
     name: str
     #: Every scope the key grants, implied ones included.
     scopes: frozenset[str]
     #: The scopes the key was given, as given.
     granted_scopes: tuple[str, ...]
+    #: ``"live"`` or ``"test"``.
     environment: str
+    #: The owner's plan when the key was read.
     plan: str
+    #: The key for display, ``sk_live_<id>…<last 4>``.
     redacted: str
+    #: ``"active"``, ``"expired"``, ``"revoked"`` or ``"disabled"``.
     status: str
+    #: When the key was created (timezone-aware UTC, as every datetime here).
     created_at: dt.datetime
+    #: The key is valid while ``now < expires_at``; ``None``: it never expires.
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    #: Its last use, written at most once per ``KEYAUTH_LAST_USED_INTERVAL``.
     last_used_at: dt.datetime | None
     #: The key's own limits (beside its owner's plan), or ``None``.
     limits: str | None = None
     #: Who created it: a person (``@keyauth.actor_loader``), ``session:<owner>``,
     #: ``key:<id>``, ``cli``, or ``None`` (host code).
     created_by: str | None = None
+    #: What the key is for, at most 1,000 characters.
     description: str | None = None
     #: The host's labels: a read-only mapping of strings.
     metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
@@ -225,6 +236,7 @@ class ApiKeyInfo:
     rotated_from: str | None = None
 
     def has_scopes(self, *scopes: str) -> bool:
+        """Whether the key grants every one of ``scopes`` (implied ones count)."""
         return all(scope in self.scopes for scope in scopes)
 
     def to_dict(self) -> dict[str, Any]:
