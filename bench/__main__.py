@@ -150,6 +150,10 @@ def build(args: argparse.Namespace, tmp: str) -> list[Variant]:
                                   **apps.STEADY_STATE)
         add("keyauth-pg-redis", "3. the same on PostgreSQL + Redis (10 owners) †",
             lambda: keyauth_target(remote, 10))
+        quiet = apps.keyauth_app(pg_url, apps.REDIS_URL, key_prefix=redis_pfx + "q",
+                                 KEYAUTH_METRICS_REGISTRY=False, **apps.STEADY_STATE)
+        add("keyauth-no-metrics", "3c. row 3 without Prometheus metrics †",
+            lambda: keyauth_target(quiet, 10))
         burst = apps.keyauth_app(
             pg_url, apps.REDIS_URL, key_prefix=redis_pfx + "b",
             KEYAUTH_PLANS={"bench": apps.BURST_LIMITS, "enterprise": None}, **apps.STEADY_STATE,
