@@ -390,3 +390,27 @@ def test_flask_keys_leaked_handles_a_mailed_report(
     assert [kind for kind, _ in heard] == ["leaked", "revoked", "leaked", "revoked"]
     result = runner.invoke(args=["keys", "leaked", "-", "--action", "notify"], input="")
     assert result.exit_code == 0
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_same_report_at_once_on_two_hosts_is_handled_once(
+    leak_app: tuple[Flask, KeyAuth], signer: Signer, heard: list[Any], app_factory: Any
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    app, keyauth = leak_app
+    other, _, _ = app_factory(KEYAUTH_LEAK_REPORT_KEYS={signer.key_id: signer.pem})
+    other.register_blueprint(keyauth_blueprint())
+    with app.app_context():
+        info, secret = keyauth.create_key("acme", "leaked")
+    body = report(secret)
+    headers = signer.headers(body)
+    apps = [app, other] * 4
+    with ThreadPoolExecutor(len(apps)) as pool:
+        replies = list(pool.map(lambda a: a.test_client().post(URL, data=body, headers=headers),
+                                apps))
+    assert {r.status_code for r in replies} == {200}
+    assert all(r.get_json()[0]["label"] == "true_positive" for r in replies)
+    assert len(events_of(app, info.id, "leaked")) == 1
+    assert len(events_of(app, info.id, "revoked")) == 1
+    assert sorted(kind for kind, _ in heard) == ["leaked", "revoked"]
