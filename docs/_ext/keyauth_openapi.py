@@ -322,7 +322,7 @@ def render_settings(rows: list[tuple[str, str, str]]) -> str:
     """The settings as a Markdown table (reST literals become code spans)."""
     out = ["| setting | default | meaning |", "|---|---|---|"]
     for name, default, comment in rows:
-        text = re.sub(r"``(.+?)``", r"`\1`", comment)
+        text = re.sub(r"``(.+?)``", r"`\1`", comment).replace(" -> ", " → ")
         out.append(f"| `{name}` | {_cell(_code(default))} | {_cell(text)} |")
     return "\n".join(out) + "\n"
 
