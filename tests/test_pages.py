@@ -798,9 +798,9 @@ def test_statuses(site: Site) -> None:
 def expiry_hint(site: Site, name: str) -> str | None:
     """What a key's row on the list says of its expiry within 7 days."""
     found = re.search(
-        r'<strong class="ka-hint ka-expires-soon"[^>]*>(.*?)</strong>', row_of(site.page("/"), name)
+        r'<(strong|a) class="ka-hint ka-expires-soon"[^>]*>(.*?)</\1>', row_of(site.page("/"), name)
     )
-    return None if found is None else found.group(1)
+    return None if found is None else found.group(2)
 
 
 def expiry_notice(site: Site, key_id: str) -> str | None:
@@ -822,6 +822,8 @@ def test_a_key_expiring_within_7_days_says_so_on_the_list_and_its_page(site: Sit
     assert "Nov 26, 2026, 10:00\u202fAM UTC" in notice.group()
     assert f'href="{PREFIX}/{soon.id}/rotate">Rotate it</a>' in notice.group()
     assert expiry_hint(site, "Soon") == "Expires in 3 days"
+    # A manager's hint leads to the rotate form, as the rotation reminder does.
+    assert f'href="{PREFIX}/{soon.id}/rotate"' in row_of(site.page("/"), "Soon")
     assert expiry_notice(site, later.id) is None and expiry_hint(site, "Later") is None
     # Counted in UTC days, as every date on the pages.
     clock.advance(days=2)

@@ -16,6 +16,11 @@ With ``KEYAUTH_REQUIRE_HTTPS`` a page asked for over plain HTTP redirects a
 GET (or HEAD) to the same URL with ``https`` and refuses anything else with
 403 ``HTTPS_REQUIRED``, before the owner loader or the CSRF check runs;
 ``request.is_secure`` decides, so hosts behind a proxy apply ``ProxyFix``.
+
+Every page, form error and error page speaks the request's language
+(:mod:`flask_keyauth.i18n`); a refusal from the service's checks is said
+again through :mod:`.messages`. Dates are UTC days and moments UTC times,
+formatted for the locale; the pages say once that they are UTC.
 """
 
 from __future__ import annotations
