@@ -11,6 +11,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,20 +63,25 @@ class LiveServer:
     url: str
 
 
-@pytest.fixture
-def demo_server(tmp_path: Path) -> Iterator[LiveServer]:
-    """The demo app (``example.app``) on 127.0.0.1, a free port, in a thread."""
+def demo_app(database: Path, **config: Any) -> Flask:
+    """The demo app (``example.app``) on a SQLite file, as the tests run it."""
     from example.app import create_app
 
-    app = create_app(
+    return create_app(
         {
             "SECRET_KEY": "browser-test",
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'demo.db'}",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}",
             "RATELIMIT_STORAGE_URI": "memory://",
             "RATELIMIT_KEY_PREFIX": f"b{uuid.uuid4().hex[:8]}",
             **FAST_ARGON2,
+            **config,
         }
     )
+
+
+@contextmanager
+def serving(app: Flask) -> Iterator[LiveServer]:
+    """``app`` on 127.0.0.1, a free port, in a thread, until the block ends."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="demo-server", daemon=True)
     thread.start()
@@ -89,6 +95,13 @@ def demo_server(tmp_path: Path) -> Iterator[LiveServer]:
         app.extensions["keyauth"].service.usage.take()
         with app.app_context():
             app.extensions["sqlalchemy"].engine.dispose()
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """The demo app over real HTTP, on a database of its own."""
+    with serving(demo_app(tmp_path / "demo.db")) as server:
+        yield server
 
 
 @pytest.fixture
