@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flask_keyauth import KeyAuth, current_key, keys, require_key
 from flask_keyauth.metrics import OUTCOMES
 
-from .conftest import FAST_ARGON2, bearer, make_app, service_of
+from .conftest import bearer, make_app, service_of
 from .services import free_port
 
 
@@ -229,13 +229,10 @@ def test_gunicorn_multiprocess_mode_adds_up_every_worker(tmp_path: Path) -> None
         _, secret = keyauth.create_key("acme", "k")
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
-    config = {"SQLALCHEMY_DATABASE_URI": database, **FAST_ARGON2}
+    config = {"SQLALCHEMY_DATABASE_URI": database, "TEST_METRICS": True}
     try:
         with gunicorn(
-            config,
-            workers=2,
-            app="tests.metrics_app:create_app()",
-            env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)},
+            config, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
         ) as (base, _):
             with ThreadPoolExecutor(8) as pool:
                 good = list(pool.map(lambda _: fetch(base + "/read", bearer(secret)), range(60)))

@@ -11,7 +11,10 @@ app's own:
   database (creates the tables, lists and creates a key), as an app
   served with ``gunicorn --preload`` does in the master before forking;
   ``"host"``: only the host's own code does (``db.create_all()`` and a
-  query on ``db.session``), flask-keyauth not at all.
+  query on ``db.session``), flask-keyauth not at all;
+- ``TEST_METRICS`` (default false): ``/metrics`` as a host exposes it in
+  gunicorn's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), through
+  ``MultiProcessCollector``.
 """
 
 from __future__ import annotations
@@ -61,9 +64,23 @@ def create_app() -> Flask:
     def read() -> dict[str, Any]:
         return {"key": current_key.id}
 
+    if app.config.get("TEST_METRICS"):
+        add_metrics(app)
+
     @app.after_request
     def worker(response: Response) -> Response:
         response.headers["X-Worker-Pid"] = str(os.getpid())
         return response
 
     return app
+
+
+def add_metrics(app: Flask) -> None:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

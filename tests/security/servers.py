@@ -86,11 +86,10 @@ def gunicorn(
     workers: int = 1,
     threads: int = 1,
     extra: tuple[str, ...] = (),
-    app: str = "tests.security.hostile_app:create_app()",
     env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, int]]:
-    """Serve ``app`` (``hostile_app`` by default) with ``config`` (KEY ->
-    value) and ``env``; yield (base url, port)."""
+    """Serve ``hostile_app`` with ``config`` (KEY -> value) and ``env``;
+    yield (base url, port)."""
     port = free_port()
     env = {**os.environ, **(env or {})}
     for name, value in config.items():
@@ -98,7 +97,7 @@ def gunicorn(
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
          "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "5",
-         *extra, app],
+         *extra, "tests.security.hostile_app:create_app()"],
         cwd=ROOT, env=env,
     )
     base = f"http://127.0.0.1:{port}"
