@@ -183,15 +183,17 @@ def populate(server: LiveServer, *, volume: float = 1.0, seed: int = 7) -> Story
                     continue
                 weekday = (today - dt.timedelta(days=days_ago)).weekday()
                 weight = 0.45 if weekday >= 5 else 1.0
-                # Rounded at random, so that a small volume keeps the shape.
-                count = int(per_day * weight * rng.uniform(0.6, 1.4) * volume + rng.random())
                 if key_id == story.old and days_ago % 3:
-                    count = 0  # it runs every third night
-                low, high = start, end
-                if key_id == story.old:  # a nightly job
-                    low, high = max(start, 1.0), min(end, 2.5)
-                if high > low:
-                    calls += [(rng.uniform(low, high), key_id) for _ in range(count)]
+                    continue  # a nightly job, every third night
+                hours = (1.0, 2.5) if key_id == story.old else (0.0, 24.0)
+                low, high = max(start, hours[0]), min(end, hours[1])
+                if high <= low:
+                    continue
+                # The share of the day that was played (today: until now),
+                # rounded at random so that a small volume keeps the shape.
+                share = (high - low) / (hours[1] - hours[0])
+                mean = per_day * weight * rng.uniform(0.6, 1.4) * volume * share
+                calls += [(rng.uniform(low, high), key_id) for _ in range(int(mean + rng.random()))]
             for hour, key_id in sorted(calls):
                 set_clock(day(days_ago, hour))
                 call(http, story, key_id, rng)

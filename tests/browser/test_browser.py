@@ -2,8 +2,8 @@
 
 One walk through what a user does: sign in, create a key, see it once,
 call the API with it, read its usage, revoke it. Every step is
-screenshotted into ``tests/artifacts/``; with ``KEYAUTH_DOCS_SCREENSHOTS=1``
-the list and key-created screenshots are also copied to ``docs/``.
+screenshotted into ``tests/artifacts/``. The documentation's screenshots
+come from ``python -m tests.browser.screenshots`` instead.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import re
-import shutil
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,6 @@ import sqlalchemy as sa
 
 from .conftest import LiveServer
 
-DOCS = Path(__file__).resolve().parent.parent.parent / "docs"
 KEY_PATTERN = re.compile(r"^sk_live_[0-9A-Za-z]{50}$")
 
 
@@ -193,10 +190,6 @@ def test_create_use_and_revoke_a_key(
         context.close()
 
     assert secret not in caplog.text
-    if os.environ.get("KEYAUTH_DOCS_SCREENSHOTS"):
-        DOCS.mkdir(exist_ok=True)
-        shutil.copyfile(artifacts / "05-keys-list.png", DOCS / "keys-page.png")
-        shutil.copyfile(artifacts / "03-key-created.png", DOCS / "key-created.png")
 
 
 def test_without_javascript_nothing_shows_that_does_nothing(
