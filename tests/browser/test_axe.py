@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -60,10 +61,13 @@ class Visit:
 
     page: Any
     axe: Path
+    language: str
     found: list[str]
 
     def check(self, label: str) -> None:
         """Run axe on the page as it is now, at each width in each scheme."""
+        if urlsplit(self.page.url).path.startswith(KEYS):  # in the reader's language
+            assert self.page.evaluate("document.documentElement.lang") == self.language, label
         self.page.add_script_tag(path=str(self.axe))
         for width, viewport in WIDTHS.items():
             self.page.set_viewport_size(viewport)
@@ -197,7 +201,7 @@ def test_every_page_passes_axe(axe_script: Path, browser: Any, story: Story, lan
     """Each page is loaded once and checked at both widths in both schemes
     (the viewport and ``prefers-color-scheme`` change in place)."""
     context = context_for(browser, story, language)
-    visit = Visit(context.new_page(), axe_script, [])
+    visit = Visit(context.new_page(), axe_script, language, [])
     try:
         every_page(visit, story, language)
     finally:
