@@ -23,7 +23,9 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 
 #: Colours as SVG presentation attributes: a stylesheet may override them
 #: (they have the lowest precedence), and no ``style`` attribute is needed,
-#: so the charts work under a strict Content-Security-Policy.
+#: so the charts work under a strict Content-Security-Policy. These are the
+#: light scheme's, for a page without the bundled sheet; ``keyauth.css``
+#: sets both schemes' through the classes (``ka-bar-fill``, ``ka-axis``, …).
 ACCENT = "#4f46e5"
 ACCENT_SOFT = "#e0e7ff"
 MUTED = "#94a3b8"
