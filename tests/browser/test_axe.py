@@ -17,7 +17,6 @@ Playwright injects runs without weakening or bypassing it.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,6 @@ def axe_script() -> Path:
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     """The demo with a few weeks of acme's keys, served for the whole module."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     database = tmp_path_factory.mktemp("axe") / "demo.db"
     with serving(demo_app(database)) as server:
         yield populate(server, volume=0.03)
