@@ -3,8 +3,11 @@
 Each page a person of the demo can reach (signed out, as a manager, as a
 viewer, the forms with and without errors, the new and rotated key pages,
 the confirmations and the error pages) is checked with axe-core's default
-rules, in light and dark colour schemes, at desktop and phone widths, in
-English and Spanish; the test fails on any violation and prints each one.
+rules, in light and dark colour schemes, at desktop (1280 wide) and phone
+(390 wide) widths, in English and Spanish; the test fails on any violation
+and prints each one. One browser context per language loads each page once
+and changes the width and ``prefers-color-scheme`` in place; as the dark
+scheme changes nothing but colours, it runs the rules about colours.
 Two more tests check what axe does not: every control shows a clear focus
 indicator, and nothing moves for those who ask for reduced motion.
 
