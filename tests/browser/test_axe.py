@@ -303,3 +303,28 @@ def test_nothing_moves_for_those_who_ask(browser: Any, story: Story) -> None:
             context.close()
     assert moved["reduce"] == []
     assert moved["no-preference"], "the controls were meant to ease their colour changes"
+
+
+def test_a_host_layout_follows_the_dark_scheme_only_when_it_asks(
+    browser: Any, story: Story
+) -> None:
+    """The sheet inside a host's own light page keeps the pages light (their
+    text would vanish on its white); ``ka-theme-auto`` around them opts in."""
+    context = context_for(browser, story, "en", color_scheme="dark")
+    page = context.new_page()
+    try:
+        page.goto(f"{KEYS}/static/keyauth.css")  # the same origin as the sheet
+        colours = {}
+        for name, body in (
+            ("host", '<div class="keyauth"><p>Keys</p></div>'),
+            ("opted in", '<div class="ka-theme-auto"><div class="keyauth"><p>Keys</p></div></div>'),
+            ("default layout", '<div class="ka-body"><div class="keyauth"><p>Keys</p></div></div>'),
+        ):
+            page.set_content(
+                f'<link rel="stylesheet" href="{story.base}{KEYS}/static/keyauth.css">{body}'
+            )
+            colours[name] = page.locator(".keyauth p").evaluate("p => getComputedStyle(p).color")
+    finally:
+        context.close()
+    assert colours["host"] == "rgb(15, 23, 42)"  # the light scheme's text
+    assert colours["opted in"] == colours["default layout"] == "rgb(226, 232, 240)"
