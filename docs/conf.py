@@ -37,7 +37,8 @@ myst_heading_anchors = 3
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True}
+# Types only where a docstring describes the parameter: no lists of bare names.
+autodoc_typehints_description_target = "documented"
 
 
 html_theme = "alabaster"
