@@ -6,8 +6,9 @@ package's ``translations/`` and then in the host's own translation folders
 (Flask-Babel's ``BABEL_TRANSLATION_DIRECTORIES`` when the host uses
 Flask-Babel, else the app's ``translations/``), so a host adds a language, or
 changes a sentence, with a ``flask_keyauth.mo`` of its own. The locale is
-the host's Flask-Babel locale when it has Flask-Babel, else the best match
-of ``Accept-Language``; a language no catalogue covers gets English. The
+the host's Flask-Babel locale when it has a Flask-Babel locale selector,
+else the best match of ``Accept-Language`` (then Flask-Babel's default
+locale, then English); a language no catalogue covers gets English. The
 pages work whether or not the host set Flask-Babel up: the catalogue is
 loaded under :func:`flask_babel.force_locale`, which needs no ``Babel()``.
 
@@ -103,14 +104,9 @@ def covered(locale: Locale, available: frozenset[str]) -> bool:
     return str(locale) in available or locale.language in available
 
 
-def select_locale() -> Locale:
-    """The host's Flask-Babel locale, else the first language of
-    ``Accept-Language`` (by quality) that a catalogue covers; else English.
-    The region is kept (``es-MX``) for dates and numbers."""
-    available = languages()
-    if host_uses_babel():
-        chosen = flask_babel.get_locale()
-        return chosen if chosen is not None and covered(chosen, available) else ENGLISH
+def browser_locale(available: frozenset[str]) -> Locale | None:
+    """The first language of ``Accept-Language`` (by quality) that a
+    catalogue covers, region kept (``es-MX``)."""
     for tag, quality in request.accept_languages:
         if quality <= 0 or tag == "*":
             continue
@@ -120,7 +116,24 @@ def select_locale() -> Locale:
             continue
         if covered(locale, available):
             return locale
-    return ENGLISH
+    return None
+
+
+def select_locale() -> Locale:
+    """The host's Flask-Babel locale when it has a locale selector; else the
+    browser's (:func:`browser_locale`), else the host's Flask-Babel default
+    locale, else English. A locale no catalogue covers gets English."""
+    available = languages()
+    fallback = ENGLISH
+    if host_uses_babel():
+        babel = flask_babel.get_babel()
+        if babel.locale_selector is not None:
+            chosen = flask_babel.get_locale()
+            return chosen if chosen is not None and covered(chosen, available) else ENGLISH
+        default = babel.instance.default_locale
+        if isinstance(default, Locale) and covered(default, available):
+            fallback = default
+    return browser_locale(available) or fallback
 
 
 def get_locale() -> Locale:

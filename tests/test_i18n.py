@@ -506,6 +506,26 @@ def test_a_host_locale_without_a_catalogue_gets_english(make_site: MakeSite) -> 
     assert "<h1>API keys</h1>" in html
 
 
+def test_a_host_with_flask_babel_but_no_selector_follows_the_browser(
+    make_site: MakeSite,
+) -> None:
+    def plain(app: Flask) -> None:
+        Babel(app)
+
+    site = make_site(plain)
+    assert "<h1>Claves de API</h1>" in site.get("/").get_data(as_text=True)
+    assert "<h1>API keys</h1>" in site.get("/", headers={}).get_data(as_text=True)
+
+    def spanish_by_default(app: Flask) -> None:
+        app.config["BABEL_DEFAULT_LOCALE"] = "es"
+        Babel(app)
+
+    site = make_site(spanish_by_default)
+    assert "<h1>Claves de API</h1>" in site.get("/", headers={}).get_data(as_text=True)
+    english = site.get("/", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "<h1>API keys</h1>" in english
+
+
 def test_the_bundled_layout_has_the_locale(make_site: MakeSite) -> None:
     site = make_site(host_babel("es"))
     html = site.get("/", headers={}).get_data(as_text=True)
