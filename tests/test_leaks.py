@@ -414,3 +414,26 @@ def test_the_same_report_at_once_on_two_hosts_is_handled_once(
     assert len(events_of(app, info.id, "leaked")) == 1
     assert len(events_of(app, info.id, "revoked")) == 1
     assert sorted(kind for kind, _ in heard) == ["leaked", "revoked"]
+
+
+def test_the_key_page_shows_the_leak_in_both_languages(
+    leak_app: tuple[Flask, KeyAuth], signer: Signer
+) -> None:
+    from flask import session
+
+    app, keyauth = leak_app
+    keyauth.owner_loader(lambda: session.get("org_id"))
+    with app.app_context():
+        info, secret = keyauth.create_key("acme", "pushed")
+    client = app.test_client()
+    body = report(secret, url="https://github.com/octo/app/blob/abc/.env")
+    assert client.post(URL, data=body, headers=signer.headers(body)).status_code == 200
+    with client.session_transaction() as browser:
+        browser["org_id"] = "acme"
+    english = client.get(f"/{info.id}").get_data(as_text=True)
+    assert "Reported leaked" in english and "GitHub secret scanning" in english
+    assert "Found at https://github.com/octo/app/blob/abc/.env" in english
+    spanish = client.get(f"/{info.id}", headers={"Accept-Language": "es"}).get_data(as_text=True)
+    assert "Notificada como filtrada" in spanish and "Escaneo de secretos de GitHub" in spanish
+    assert "Encontrada en https://github.com/octo/app/blob/abc/.env" in spanish
+    assert secret not in english + spanish

@@ -190,6 +190,8 @@ def describe_actor(actor: str | None) -> str:
         return gettext("API key %(key_id)s", key_id=who)
     if actor == "cli":
         return gettext("Command line")
+    if actor == "github":
+        return gettext("GitHub secret scanning")
     return actor
 
 
@@ -1000,7 +1002,19 @@ ACTION_LABELS = {
     "revoked": N_("Revoked"),
     "rotated": N_("Rotated"),
     "plan_changed": N_("Plan changed"),
+    "leaked": N_("Reported leaked"),
+    "reminded": N_("Reminder sent"),
 }
+
+
+def reminder_note(detail: str) -> str:
+    """A ``reminded`` event: ``key_rotation_due``, or ``key_expiring`` and
+    the expiry it was for."""
+    kind, _, when = detail.partition(" ")
+    if kind == "key_expiring":
+        return gettext("Expires %(when)s", when=moment_text(when))
+    return gettext("Rotation due")
+
 
 #: What an event's ``detail`` says, by action (``"none"``: the field was cleared).
 EVENT_NOTES: dict[str, Callable[[str], str]] = {
@@ -1020,6 +1034,8 @@ EVENT_NOTES: dict[str, Callable[[str], str]] = {
         if detail == "none"
         else gettext("Now only from %(addresses)s", addresses=", ".join(detail.split()))
     ),
+    "leaked": lambda detail: gettext("Found at %(where)s", where=detail),
+    "reminded": reminder_note,
 }
 
 
