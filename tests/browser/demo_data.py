@@ -153,7 +153,14 @@ def populate(server: LiveServer, *, volume: float = 1.0, seed: int = 7) -> Story
         # Each day's traffic, from each key's creation on; the changes on
         # the days they happened.
         changes: dict[int, Callable[[], None]] = {
-            12: lambda: service.revoke_key(story.revoked, **BOB),
+            # Pushed to a public repository: GitHub's secret scanning reports
+            # it, and the report revokes it (KEYAUTH_LEAK_ACTION's default).
+            12: lambda: service.report_leak(
+                story.secrets[story.revoked],
+                url="https://github.com/acme-labs/data-scripts/blob/main/export.py",
+                source="content",
+                actor="github",
+            ),
             6: rotate,
             3: lambda: service.disable_key(story.disabled, **BOB),
         }
@@ -168,6 +175,9 @@ def populate(server: LiveServer, *, volume: float = 1.0, seed: int = 7) -> Story
             story.disabled: (20, 30),
         }
         for days_ago in range(30, -1, -1):
+            # The nightly cron job: reminders of old and expiring keys.
+            set_clock(day(days_ago, 6.0))
+            service.remind(7, actor="cli")
             start = 0.0
             if days_ago in changes:
                 start = 9.0  # the day's traffic after the change
