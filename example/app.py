@@ -11,9 +11,13 @@ the home page to see it. Keys can also be made from the command line:
 It uses SQLite (``instance/demo.db``) and in-memory rate limits: nothing else
 to install.
 
-The key pages use the demo's own layout (``demo/base.html``, through
-``KEYAUTH_BASE_TEMPLATE``), which extends the bundled ``keyauth/base.html``
-to put the demo's name and a sign-out link in the top bar.
+The key pages use the demo's own layout (``templates/demo/base.html``,
+through ``KEYAUTH_BASE_TEMPLATE``), which extends the bundled
+``keyauth/base.html`` to put the demo's name and a sign-out link in the top
+bar. The demo speaks English and Spanish, as the browser asks, through
+Flask-Babel: its own words are in ``translations/`` (extract them with
+``pybabel extract -F babel.cfg -k _l -o messages.pot .`` in this folder), and
+flask-keyauth's pages follow its locale selector.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, redirect, render_template, request, session, url_for
+from flask_babel import Babel, get_locale
+from flask_babel import lazy_gettext as _l
 from flask_sqlalchemy import SQLAlchemy
-from jinja2 import ChoiceLoader, DictLoader
 from werkzeug.wrappers import Response
 
 from flask_keyauth import KeyAuth, blueprint, current_key, require_key
@@ -44,103 +49,17 @@ PEOPLE = {"alice": "manager", "bob": "manager", "carol": "viewer"}
 DEFAULT_PERSON = "alice"
 
 #: The demo's permissions, each with what it allows (shown on the create page).
+#: Descriptions are lazy_gettext strings: each page says them in its language.
 SCOPES = {
-    "read": {"implies": [], "description": "List entities and run reports."},
-    "write": {"implies": ["read"], "description": "Create entities."},
+    "read": {"implies": [], "description": _l("List entities and run reports.")},
+    "write": {"implies": ["read"], "description": _l("Create entities.")},
     "admin": {
         "implies": ["write"],
-        "description": "Manage this organisation's API keys through the JSON API.",
+        "description": _l("Manage this organisation's API keys through the JSON API."),
     },
 }
-
-#: The demo's layout: the bundled one, with the demo's name and account menu.
-#: The key pages extend it (KEYAUTH_BASE_TEMPLATE), and so does the home page.
-DEMO_BASE = """{% extends "keyauth/base.html" %}
-{% block brand %}<a class="ka-brand" href="{{ url_for('home') }}">
-  <span class="ka-brand__mark" aria-hidden="true"></span>
-  Acme API <span class="ka-muted">demo</span></a>{% endblock %}
-{% block account %}{% if session.org_id %}
-  <span><span class="ka-hide-narrow">Signed in as</span>
-    <strong>{{ session.person or "?" }}</strong>
-    of <strong>{{ session.org_id }}</strong>
-    {%- if people.get(session.person) == "viewer" %}
-    <span class="ka-muted">(viewer)</span>{% endif %}</span>
-  <a href="{{ url_for('logout') }}">Sign out</a>
-{% endif %}{% endblock %}
-"""
-
-HOME = """{% extends "demo/base.html" %}
-{% macro people_select(current) -%}
-<select id="person" name="person" aria-describedby="person-help">
-  {%- for name, role in people.items() %}
-  <option value="{{ name }}" {% if name == current %}selected{% endif %}>
-    {{- name }} ({{ role }})</option>
-  {%- endfor %}
-</select>
-{%- endmacro %}
-{% block title %}flask-keyauth demo{% endblock %}
-{% block content %}
-<div class="keyauth">
-  <div class="ka-pagehead">
-    <div>
-      <h1>flask-keyauth demo</h1>
-      <p class="ka-lede">An API whose routes take API keys. Sign in, create a key under
-        Settings → API keys, then call the API with it.</p>
-    </div>
-  </div>
-  {% if org %}
-  <section class="ka-card">
-    <h2>Organisation {{ org }}</h2>
-    <p class="ka-muted">You are {{ person }}, {{ "a viewer" if people.get(person) == "viewer"
-      else "a manager" }} of its keys. The keys belong to the organisation: everyone in it
-      sees the same ones, and each key's page says who did what.</p>
-    <div class="ka-actions">
-      <a class="ka-btn ka-btn--primary" href="{{ url_for('keyauth.index') }}">
-        Settings → API keys</a>
-      <a class="ka-btn ka-btn--ghost" href="{{ url_for('logout') }}">Sign out</a>
-    </div>
-  </section>
-  <form class="ka-card ka-form" method="post" action="{{ url_for('login') }}">
-    <input type="hidden" name="org" value="{{ org }}">
-    <div class="ka-field">
-      <label for="person">Switch to another person of {{ org }}</label>
-      <p class="ka-help" id="person-help">alice and bob manage the keys; carol only sees them.</p>
-      {{ people_select(person) }}
-    </div>
-    <div class="ka-actions"><button class="ka-btn">Switch person</button></div>
-  </form>
-  {% else %}
-  <form class="ka-card ka-form" method="post" action="{{ url_for('login') }}">
-    <input type="hidden" name="next" value="{{ next }}">
-    <div class="ka-field">
-      <label for="org">Organisation id</label>
-      <p class="ka-help" id="org-help">Pretend sign-in: any id works, and each id has
-        its own keys.</p>
-      <input id="org" name="org" type="text" value="acme" required maxlength="64"
-             aria-describedby="org-help">
-    </div>
-    <div class="ka-field">
-      <label for="person">Person</label>
-      <p class="ka-help" id="person-help">alice and bob manage the keys; carol only sees them.</p>
-      {{ people_select(none) }}
-    </div>
-    <div class="ka-actions"><button class="ka-btn ka-btn--primary">Sign in</button></div>
-  </form>
-  {% endif %}
-  <section class="ka-card">
-    <h2>The API</h2>
-    <ul>
-      <li><code>GET /v1/entities</code> needs a key with <code>read</code></li>
-      <li><code>POST /v1/entities</code> needs a key with <code>write</code></li>
-      <li><code>GET /settings/api-keys/api/whoami</code> takes any key</li>
-    </ul>
-    <pre><code>curl -H "Authorization: Bearer $API_KEY" \\
-  {{ request.host_url }}v1/entities</code></pre>
-  </section>
-</div>
-{% endblock %}
-"""
-
+#: The languages of the demo's own pages; flask-keyauth's pages follow them.
+LANGUAGES = ["en", "es"]
 
 #: Units of the plan one report spends.
 REPORT_COST = 5
@@ -180,6 +99,11 @@ def demo_secret(instance_path: str) -> str:
     raise RuntimeError(f"{path} is empty: delete it and start again")
 
 
+def demo_locale() -> str:
+    """The browser's language among the demo's, English when it names none."""
+    return request.accept_languages.best_match(LANGUAGES) or LANGUAGES[0]
+
+
 def sign_in(app: Flask) -> None:
     """The demo's pretend sign-in: an organisation (the keys' owner) and one
     of its people (who acts, and with which role)."""
@@ -199,8 +123,9 @@ def sign_in(app: Flask) -> None:
         return PEOPLE.get(session.get("person") or "", "viewer")
 
     @app.context_processor
-    def demo_people() -> dict[str, Any]:
-        return {"people": PEOPLE}
+    def demo_context() -> dict[str, Any]:
+        # ka_lang: <html lang> of the bundled layout, which the demo's pages extend.
+        return {"people": PEOPLE, "ka_lang": str(get_locale() or LANGUAGES[0])}
 
     @app.get("/")
     def home() -> str:
@@ -240,15 +165,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(config or {})
     os.makedirs(app.instance_path, exist_ok=True)
-    # The demo keeps its two templates in this file; an app would have a
-    # templates/ folder instead.
-    app.jinja_env.loader = ChoiceLoader(
-        [
-            DictLoader({"demo/base.html": DEMO_BASE, "demo/home.html": HOME}),
-            app.create_global_jinja_loader(),
-        ]
-    )
-
+    # The demo's own pages in the browser's language (example/translations);
+    # flask-keyauth's pages use the same choice.
+    Babel(app, locale_selector=demo_locale)
     db.init_app(app)
     keyauth.init_app(app, db=db)
     app.register_blueprint(blueprint, url_prefix="/settings/api-keys")

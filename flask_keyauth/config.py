@@ -108,7 +108,8 @@ class Settings:
 
     key_prefix: str
     scopes: Mapping[str, frozenset[str]]  # scope -> every scope it grants
-    scope_descriptions: Mapping[str, str]
+    #: Scope -> description: text, or ``lazy_gettext`` text (``str()`` it).
+    scope_descriptions: Mapping[str, Any]
     environments_accepted: frozenset[str]
     plans: Mapping[str, tuple[str, ...] | None]
     default_plan: str
@@ -190,12 +191,20 @@ def _valid_scope_name(scope: Any) -> bool:
     )
 
 
-def _scope_entry(scope: Any, entry: Any) -> tuple[list[str], str]:
+def _is_text(value: Any) -> bool:
+    """A string, or Flask-Babel's ``lazy_gettext`` string (said in each
+    request's language)."""
+    from flask_babel import LazyString
+
+    return isinstance(value, (str, LazyString))
+
+
+def _scope_entry(scope: Any, entry: Any) -> tuple[list[str], Any]:
     """A scope's implied scopes and description, from either form."""
     if isinstance(entry, Mapping):
         unknown = set(entry) - {"implies", "description"}
         description = entry.get("description", "")
-        if unknown or not isinstance(description, str):
+        if unknown or not _is_text(description):
             raise _fail(
                 "SCOPES", f"scope {scope!r} takes {{'implies': [...], 'description': '...'}}"
             )
@@ -207,13 +216,13 @@ def _scope_entry(scope: Any, entry: Any) -> tuple[list[str], str]:
     return list(entry), description
 
 
-def _scopes(config: Mapping[str, Any]) -> tuple[dict[str, frozenset[str]], dict[str, str]]:
+def _scopes(config: Mapping[str, Any]) -> tuple[dict[str, frozenset[str]], dict[str, Any]]:
     """Scope -> every scope it grants, and scope -> its description."""
     raw = config["KEYAUTH_SCOPES"]
     if not isinstance(raw, Mapping) or not raw:
         raise _fail("SCOPES", "must be a non-empty mapping of scope -> implied scopes")
     implies: dict[str, list[str]] = {}
-    descriptions: dict[str, str] = {}
+    descriptions: dict[str, Any] = {}
     for scope, entry in raw.items():
         if not _valid_scope_name(scope):
             raise _fail("SCOPES", f"has an invalid scope name {scope!r}")

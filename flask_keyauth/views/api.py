@@ -619,7 +619,7 @@ def whoami() -> ResponseReturnValue:
             "plan": key.plan,
             "created_by": key.created_by,
             "scope_descriptions": {
-                scope: state.settings.scope_descriptions.get(scope, "")
+                scope: str(state.settings.scope_descriptions.get(scope, ""))
                 for scope in sorted(key.scopes)
             },
             "rate_limits": rate_limits,

@@ -807,7 +807,8 @@ def scope_rows() -> list[ScopeRow]:
     return [
         ScopeRow(
             name=scope,
-            description=settings.scope_descriptions.get(scope, ""),
+            # str(): a host's lazy_gettext description, in this page's language.
+            description=str(settings.scope_descriptions.get(scope, "")),
             implies=sorted(granted - {scope}),
             grants_admin=MANAGE_SCOPE in granted,
         )
