@@ -103,8 +103,7 @@ def populate(server: LiveServer, *, volume: float = 1.0, seed: int = 7) -> Story
             **ALICE,
             description="The storefront's backend: lists and creates entities.",
             metadata={"team": "web", "service": "storefront"},
-            allowed_ips=["127.0.0.1", "10.0.0.0/8"],
-            limits="500/second burst 1000",
+            allowed_ips=["127.0.0.1"],
         )
         story.busy, story.secrets[key.id] = key.id, secret
 
@@ -161,6 +160,12 @@ def populate(server: LiveServer, *, volume: float = 1.0, seed: int = 7) -> Story
                 source="content",
                 actor="github",
             ),
+            # The storefront moves onto the private network, then gets a
+            # limit of its own.
+            22: lambda: service.update_key(
+                story.busy, allowed_ips=["127.0.0.1", "10.0.0.0/8"], **BOB
+            ),
+            9: lambda: service.update_key(story.busy, limits="500/second burst 1000", **ALICE),
             6: rotate,
             3: lambda: service.disable_key(story.disabled, **BOB),
         }
