@@ -88,6 +88,8 @@ class ChartText:
     summary: Callable[[Series], str] = summary
     tip: Callable[[dt.date, int], str] = day_tip
     axis_day: Callable[[dt.date], str] = short_date
+    #: A day in full, as in the sparkline's list of days.
+    day: Callable[[dt.date], str] = dt.date.isoformat
     number: Callable[[int], str] = "{:,}".format
     empty: str = "No requests yet"
 
@@ -122,7 +124,7 @@ def sparkline(
             w=width,
             h=height,
             text=text,
-            desc=", ".join(f"{day.isoformat()}: {count}" for day, count in series),
+            desc=", ".join(f"{words.day(day)}: {words.number(count)}" for day, count in series),
         )
     ]
     if counts:

@@ -888,18 +888,18 @@ def test_sparkline_and_chart_show_real_counts(site: Site) -> None:
     html = site.page("/")
     busy_row = row_of(html, "Busy")
     assert (
-        "<title>8 requests in the last 30 days; busiest day 2026-11-21 with 5 requests.</title>"
+        "<title>8 requests in the last 30 days; busiest day Nov 21, 2026 with 5 requests.</title>"
         in busy_row
     )
-    assert "2026-11-21: 5, 2026-11-22: 0, 2026-11-23: 3</desc>" in busy_row
+    assert "Nov 21, 2026: 5, Nov 22, 2026: 0, Nov 23, 2026: 3</desc>" in busy_row
     assert '<span class="ka-usage-total">8</span>' in busy_row
     assert "<title>No requests in the last 30 days.</title>" in row_of(html, "Quiet")
 
     detail = site.page(f"/{busy.id}")
-    assert detail.count("<title>2026-11-21: 5 requests</title>") == 2  # wide and narrow
-    assert detail.count("<title>2026-11-23: 3 requests</title>") == 2
-    assert detail.count("<title>2026-11-22: 0 requests</title>") == 2
-    assert detail.count("<title>2026-10-25: 0 requests</title>") == 2  # 30 days, today last
+    assert detail.count("<title>Nov 21, 2026: 5 requests</title>") == 2  # wide and narrow
+    assert detail.count("<title>Nov 23, 2026: 3 requests</title>") == 2
+    assert detail.count("<title>Nov 22, 2026: 0 requests</title>") == 2
+    assert detail.count("<title>Oct 25, 2026: 0 requests</title>") == 2  # 30 days, today last
     assert "<title>2026-10-24" not in detail
     assert '<span class="ka-stat__value">8</span>' in detail
     # The table under the chart.

@@ -334,7 +334,7 @@ def chart_summary(series: charts.Series) -> str:
             "No requests in the last %(num)s day.", "No requests in the last %(num)s days.", days
         )
     peak_day, peak = max(series, key=lambda point: (point[1], point[0]))
-    values = {"requests": requests_text(total), "day": peak_day.isoformat()}
+    values = {"requests": requests_text(total), "day": format_date(peak_day)}
     values["peak"] = requests_text(peak)
     if days == 1:
         return gettext("%(requests)s today; busiest day %(day)s with %(peak)s.", **values)
@@ -347,14 +347,15 @@ def chart_summary(series: charts.Series) -> str:
 
 
 def chart_words() -> charts.ChartText:
-    """The charts' words and numbers in the pages' language; days in the
-    tooltips stay ISO 8601, as in the charts' data."""
+    """The charts' words and numbers in the pages' language, days written
+    as every date on the pages is."""
     return charts.ChartText(
         summary=chart_summary,
         tip=lambda day, count: gettext(
-            "%(day)s: %(requests)s", day=day.isoformat(), requests=requests_text(count)
+            "%(day)s: %(requests)s", day=format_date(day), requests=requests_text(count)
         ),
         axis_day=i18n.format_short_date,
+        day=format_date,
         number=i18n.format_number,
         empty=gettext("No requests yet"),
     )

@@ -19,6 +19,7 @@ from urllib.error import HTTPError
 
 import pytest
 import sqlalchemy as sa
+from babel.dates import format_date
 
 from .conftest import LiveServer
 
@@ -141,7 +142,9 @@ def test_create_use_and_revoke_a_key(
         # Its page: the usage chart shows today's 3 requests.
         row.get_by_role("link", name="Production server", exact=True).click()
         key_url = page.url
-        today = demo_server.app.extensions["keyauth"].service.clock().date().isoformat()
+        # Days are written as everywhere on the pages: "Nov 23, 2026".
+        today = format_date(demo_server.app.extensions["keyauth"].service.clock().date(),
+                            "medium", locale="en")
         assert page.locator(".ka-chart--narrow").is_hidden()
         bar = page.locator(".ka-chart--wide g.ka-bar title", has_text=today)
         assert bar.text_content() == f"{today}: 3 requests"
