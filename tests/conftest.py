@@ -80,11 +80,7 @@ def make_app(database_url: str, **config: Any) -> tuple[Flask, SQLAlchemy, KeyAu
 def app_and_keyauth(database_url: str) -> Iterator[tuple[Flask, KeyAuth]]:
     app, db, keyauth = make_app(database_url)
     yield app, keyauth
-    # Buffered usage would otherwise be written at exit, to dropped tables.
-    app.extensions["keyauth"].service.usage.take()
-    with app.app_context():
-        db.drop_all()
-        db.engine.dispose()
+    dispose(app, db)
 
 
 @pytest.fixture
@@ -149,10 +145,16 @@ def app_factory(database_url: str) -> Iterator[AppFactory]:
 
     yield factory
     for app, db, _ in reversed(made):
-        service_of(app).usage.take()
-        with app.app_context():
-            db.drop_all()
-            db.engine.dispose()
+        dispose(app, db)
+
+
+def dispose(app: Flask, db: SQLAlchemy) -> None:
+    """Put a test's app away: its buffered usage would otherwise be written
+    at exit, to dropped tables; then its tables and its connections."""
+    service_of(app).usage.take()
+    with app.app_context():
+        db.drop_all()
+        db.engine.dispose()
 
 
 def service_of(app: Flask) -> KeyService:

@@ -12,7 +12,7 @@ from flask import Flask
 from example.alerts import Burst, install, usage_spikes
 from flask_keyauth import KeyAuth
 
-from .conftest import bearer, make_app, service_of
+from .conftest import bearer, dispose, make_app, service_of
 
 FORGED = "sk_live_" + "A" * 44
 
@@ -27,10 +27,7 @@ def alerting(tmp_path: Any) -> Iterator[tuple[Flask, KeyAuth, list[str]]]:
     lines: list[str] = []
     install(app, lines.append, failures=5, failure_seconds=60)
     yield app, keyauth, lines
-    service_of(app).usage.take()
-    with app.app_context():
-        db.drop_all()
-        db.engine.dispose()
+    dispose(app, db)
 
 
 def test_burst_counts_once_per_burst_in_a_sliding_window() -> None:

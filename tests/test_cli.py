@@ -13,7 +13,7 @@ from flask import Flask
 
 from flask_keyauth import KeyAuth
 
-from .conftest import Clock, MakeKey, bearer, service_of
+from .conftest import Clock, MakeKey, bearer, dispose, service_of
 from .test_keys import DOCUMENTED
 
 KEY_IN_TEXT = re.compile(r"sk_(?:live|test)_[0-9A-Za-z]{50}")
@@ -444,10 +444,7 @@ def postgres_runner(postgres_url: str) -> Iterator[tuple[Flask, Any]]:
 
     app, db, _ = make_app(postgres_url)
     yield app, app.test_cli_runner()
-    service_of(app).usage.take()
-    with app.app_context():
-        db.drop_all()
-        db.engine.dispose()
+    dispose(app, db)
 
 
 @pytest.mark.postgres

@@ -30,7 +30,7 @@ from flask_keyauth import KeyAuth, blueprint, i18n
 from flask_keyauth.models import ApiKeyInfo
 from flask_keyauth.views import messages
 
-from .conftest import install_clock, make_app, service_of
+from .conftest import dispose, install_clock, make_app, service_of
 
 PREFIX = "/settings/api-keys"
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,10 +223,7 @@ def make_site(tmp_path: Path) -> Iterator[MakeSite]:
 
     yield factory
     for app, db in made:
-        service_of(app).usage.take()
-        with app.app_context():
-            db.drop_all()
-            db.engine.dispose()
+        dispose(app, db)
 
 
 @pytest.fixture

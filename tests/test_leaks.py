@@ -17,7 +17,7 @@ from flask_keyauth import KeyAuth, key_leaked, key_revoked, keys
 from flask_keyauth.config import ConfigError
 from flask_keyauth.leaks import keys_from_github
 
-from .conftest import FAST_ARGON2, argon2_runs, bearer, make_app, service_of
+from .conftest import FAST_ARGON2, argon2_runs, bearer, dispose, make_app, service_of
 
 URL = "/api/leaks/github"
 GITHUB_KEY_ID = "90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a"
@@ -62,10 +62,7 @@ def leak_app(database_url: str, signer: Signer) -> Iterator[tuple[Flask, KeyAuth
     app, db, keyauth = make_app(database_url, KEYAUTH_LEAK_REPORT_KEYS={signer.key_id: signer.pem})
     app.register_blueprint(keyauth_blueprint(), url_prefix="")
     yield app, keyauth
-    service_of(app).usage.take()
-    with app.app_context():
-        db.drop_all()
-        db.engine.dispose()
+    dispose(app, db)
 
 
 def keyauth_blueprint() -> Any:
@@ -209,10 +206,7 @@ def test_reports_are_refused_when_no_github_key_is_configured(database_url: str)
         assert reply.status_code == 401
         assert app.test_client().get("/read", headers=bearer(secret)).status_code == 200
     finally:
-        service_of(app).usage.take()
-        with app.app_context():
-            db.drop_all()
-            db.engine.dispose()
+        dispose(app, db)
 
 
 def test_bad_bodies_are_clear_4xx_that_never_echo_a_token(
@@ -270,10 +264,7 @@ def test_notify_only_signals_and_records(database_url: str, signer: Signer) -> N
         assert events_of(app, info.id, "revoked") == []
     finally:
         key_leaked.disconnect(leaked)
-        service_of(app).usage.take()
-        with app.app_context():
-            db.drop_all()
-            db.engine.dispose()
+        dispose(app, db)
 
 
 def test_the_host_csrf_protection_does_not_block_reports(tmp_path: Any, signer: Signer) -> None:

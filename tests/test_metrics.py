@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flask_keyauth import KeyAuth, current_key, keys, require_key
 from flask_keyauth.metrics import OUTCOMES
 
-from .conftest import bearer, make_app, service_of
+from .conftest import bearer, dispose, make_app, service_of
 from .services import free_port
 
 
@@ -43,10 +43,7 @@ def measured(tmp_path: Path) -> Iterator[tuple[Flask, KeyAuth, CollectorRegistry
         return {"key": current_key.id}
 
     yield app, keyauth, registry
-    service_of(app).usage.take()
-    with app.app_context():
-        db.drop_all()
-        db.engine.dispose()
+    dispose(app, db)
 
 
 def outcome(registry: CollectorRegistry, name: str) -> float:
@@ -135,10 +132,7 @@ def test_unavailable_storage_is_counted(tmp_path: Path) -> None:
         assert reply.status_code == 503
         assert outcome(registry, "unavailable") == 1
     finally:
-        service_of(app).usage.take()
-        with app.app_context():
-            db.drop_all()
-            db.engine.dispose()
+        dispose(app, db)
 
 
 def test_apps_share_the_default_registry_without_clashing(tmp_path: Path) -> None:
@@ -246,10 +240,7 @@ def test_gunicorn_multiprocess_mode_adds_up_every_worker(tmp_path: Path) -> None
             pids = {pid for _, pid, _ in good + bad}
             _, _, text = fetch(base + "/metrics", {})
     finally:
-        service_of(app).usage.take()
-        with app.app_context():
-            db.drop_all()
-            db.engine.dispose()
+        dispose(app, db)
     found = samples(text)
     assert found[("keyauth_requests_total", (("outcome", "ok"),))] == 60
     assert found[("keyauth_requests_total", (("outcome", "invalid"),))] == 10

@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31
 from flask_keyauth import blueprint
 from flask_keyauth.views import api
 
-from .conftest import make_app, service_of
+from .conftest import dispose, make_app, service_of
 
 PREFIX = "/settings/api-keys"
 CONFORMANCE = [
@@ -73,10 +73,7 @@ def admin_app(tmp_path: Path) -> Iterator[tuple[Flask, str, list[str]]]:
         _, secret = keyauth.create_key("acme", "admin", ["admin"])
         targets = [keyauth.create_key("acme", f"target {i}", ["read"])[0].id for i in range(3)]
     yield app, secret, targets
-    service_of(app).usage.take()
-    with app.app_context():
-        db.drop_all()
-        db.engine.dispose()
+    dispose(app, db)
 
 
 def load(app: Flask) -> Any:
@@ -158,10 +155,7 @@ def test_signed_leak_reports_conform_to_the_document(tmp_path: Path) -> None:
         run()
         assert labels == {"true_positive", "false_positive"}
     finally:
-        service_of(app).usage.take()
-        with app.app_context():
-            db.drop_all()
-            db.engine.dispose()
+        dispose(app, db)
 
 
 def test_stateful_runs_conform(admin_app: tuple[Flask, str, list[str]]) -> None:

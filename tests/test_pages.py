@@ -25,7 +25,7 @@ from flask_keyauth import KeyAuth, blueprint
 from flask_keyauth.i18n import duration, relative
 from flask_keyauth.models import ApiKeyInfo
 
-from .conftest import bearer, install_clock, make_app, service_of, sql_statements
+from .conftest import bearer, dispose, install_clock, make_app, service_of, sql_statements
 
 PREFIX = "/settings/api-keys"
 KEY_PATTERN = re.compile(r"sk_(?:live|test)_[0-9A-Za-z]{50}")
@@ -94,10 +94,7 @@ def make_site(tmp_path: Path) -> Iterator[MakeSite]:
 
     yield factory
     for app, db in made:
-        service_of(app).usage.take()
-        with app.app_context():
-            db.drop_all()
-            db.engine.dispose()
+        dispose(app, db)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from flask_keyauth._plan_script import PlanScript
 from flask_keyauth.errors import StorageUnavailable
 from flask_keyauth.plans import parse_item
 
-from .conftest import FAST_ARGON2, bearer, make_app, sql_statements
+from .conftest import FAST_ARGON2, bearer, dispose, make_app, sql_statements
 from .faults.servers import ThrowawayRedis
 
 
@@ -75,10 +75,7 @@ def shared(redis_server: ThrowawayRedis, database_url: str) -> Iterator[Any]:
     ]
     yield made
     for app, db, _ in reversed(made):
-        app.extensions["keyauth"].service.usage.take()
-        with app.app_context():
-            db.drop_all()
-            db.engine.dispose()
+        dispose(app, db)
 
 
 def warm(client: Any, secret: str) -> None:

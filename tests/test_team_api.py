@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from .conftest import bearer as auth
-from .conftest import install_clock, make_app, session_people
+from .conftest import dispose, install_clock, make_app, session_people
 from .faults.servers import ThrowawayRedis
 from .test_api import Host, build_host, drop
 
@@ -132,10 +132,7 @@ def test_a_disabled_key_is_refused_in_every_worker_and_enabled_at_once(
                 ka_two.service.enable_key(info.id)
     finally:
         for app, db in ((one, db_one), (two, db_two)):
-            app.extensions["keyauth"].service.usage.take()
-            with app.app_context():
-                db.drop_all()
-                db.engine.dispose()
+            dispose(app, db)
 
 
 # -- allowed addresses ----------------------------------------------------------------------
