@@ -9,6 +9,7 @@ is pure; sending once is the service's (``KeyService.remind``).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,7 +24,8 @@ class Reminder:
     key: ApiKeyInfo
     #: ``key_expiring`` or ``key_rotation_due``.
     kind: str
-    #: Whole days left before expiry, or the key's age in whole days.
+    #: Days left before expiry, counted up (a key made to last 2 days has 2
+    #: left, not 1 and 23 hours), or the key's age in whole days.
     days: int
 
     @property
@@ -54,7 +56,8 @@ def due_reminders(
         if key.status != "active":
             continue
         if key.expires_at is not None and key.expires_at <= expiring_before:
-            due.append(Reminder(key, EXPIRING, (key.expires_at - now).days))
+            left = math.ceil((key.expires_at - now) / dt.timedelta(days=1))
+            due.append(Reminder(key, EXPIRING, left))
         if key.created_at < rotate_before:
             due.append(Reminder(key, ROTATION_DUE, (now - key.created_at).days))
     return due

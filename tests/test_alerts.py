@@ -102,7 +102,7 @@ def test_leaks_and_reminders_reach_the_alerts(alerting: Any) -> None:
     service = service_of(app)
     with app.app_context():
         info, secret = keyauth.create_key(
-            "acme", "ci", expires_at=service.clock() + dt.timedelta(days=2, hours=1)
+            "acme", "ci", expires_at=service.clock() + dt.timedelta(days=1, hours=23)
         )
     result = app.test_cli_runner().invoke(args=["keys", "remind"])
     assert result.exit_code == 0, result.output
@@ -139,7 +139,7 @@ def test_the_demo_logs_its_reminders(tmp_path: Any, monkeypatch: Any, caplog: An
     with caplog.at_level("WARNING"):
         result = app.test_cli_runner().invoke(args=["keys", "remind"])
     assert result.exit_code == 0, result.output
-    assert f"key {info.redacted} ('soon') of acme expires in 1 day(s)" in caplog.text
+    assert f"key {info.redacted} ('soon') of acme expires in 2 day(s)" in caplog.text
     service.usage.take()
     with app.app_context():
         app.extensions["sqlalchemy"].engine.dispose()
