@@ -422,9 +422,7 @@ def _found(paths: tuple[str, ...], git: bool) -> list[Finding]:
 
 def _statuses(findings: list[Finding], revoke: bool, actor: str) -> dict[str, str]:
     """Key text -> what this app says of it, each key looked up once."""
-    from flask import current_app
-
-    service = current_app.extensions["keyauth"].service
+    service = _service()
     said: dict[str, str] = {}
     for finding in findings:
         text = finding.key.text

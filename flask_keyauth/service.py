@@ -602,21 +602,11 @@ class KeyService:
         self, key_id: str, *, actor: str | None = None, remote_addr: str | None = None
     ) -> ApiKeyInfo:
         """Revoke a key at once, for every process; revoking twice is a no-op."""
-        t = self.store.tables.keys
         with self.store.engine.begin() as conn:
             record = self._record(conn, key_id)
             changed = False
             if not record.is_revoked:
-                # The condition keeps the first revocation time: a revoked
-                # key is never revoked again nor un-revoked.
-                result = conn.execute(
-                    sa.update(t)
-                    .where(t.c.key_id == key_id, t.c.revoked_at.is_(None))
-                    .values(revoked_at=self.clock())
-                )
-                changed = result.rowcount == 1
-                if changed:
-                    self._event(conn, record.owner_id, key_id, "revoked", actor, remote_addr)
+                changed = self._revoke(conn, record, actor, remote_addr)
                 record = self._record(conn, key_id)
             plan, _ = self._owner_plan(conn, record.owner_id)
         # Also when it was revoked already: a retry after a failed bump
@@ -626,6 +616,23 @@ class KeyService:
         if changed:
             _send(signals.key_revoked, key=info)
         return info
+
+    def _revoke(
+        self, conn: sa.Connection, record: KeyRecord, actor: str | None, remote_addr: str | None
+    ) -> bool:
+        """Revoke a key in ``conn``'s transaction, with its event; whether
+        this call did it. The condition keeps the first revocation time: a
+        revoked key is never revoked again nor un-revoked."""
+        t = self.store.tables.keys
+        result = conn.execute(
+            sa.update(t)
+            .where(t.c.key_id == record.key_id, t.c.revoked_at.is_(None))
+            .values(revoked_at=self.clock())
+        )
+        if result.rowcount != 1:
+            return False
+        self._event(conn, record.owner_id, record.key_id, "revoked", actor, remote_addr)
+        return True
 
     def rotate_key(
         self,
@@ -887,18 +894,9 @@ class KeyService:
         record = self._reported_key(text)
         if record is None:
             return LeakOutcome(None)
-        t = self.store.tables.keys
-        revoked = False
         with self.store.engine.begin() as conn:
             new = self._once(conn, record, "leaked", url or source or "reported", actor)
-            if action == "revoke":
-                revoked = conn.execute(
-                    sa.update(t)
-                    .where(t.c.key_id == record.key_id, t.c.revoked_at.is_(None))
-                    .values(revoked_at=self.clock())
-                ).rowcount == 1
-                if revoked:
-                    self._event(conn, record.owner_id, record.key_id, "revoked", actor, None)
+            revoked = action == "revoke" and self._revoke(conn, record, actor, None)
             record = self._record(conn, record.key_id)
             plan, _ = self._owner_plan(conn, record.owner_id)
         if action == "revoke":
