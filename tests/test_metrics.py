@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -228,6 +229,15 @@ def test_gunicorn_multiprocess_mode_adds_up_every_worker(tmp_path: Path) -> None
         with gunicorn(
             config, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
         ) as (base, _):
+            # gunicorn serves once its first worker is up: wait until both
+            # have answered (keyless requests, counted as "missing"), so the
+            # totals below are summed over two processes.
+            pids: set[str] = set()
+            deadline = time.monotonic() + 30
+            while len(pids) < 2 and time.monotonic() < deadline:
+                with ThreadPoolExecutor(4) as pool:
+                    pids |= {pid for _, pid, _ in pool.map(lambda _: fetch(base + "/read", {}),
+                                                           range(8))}
             with ThreadPoolExecutor(8) as pool:
                 good = list(pool.map(lambda _: fetch(base + "/read", bearer(secret)), range(60)))
                 bad = list(
@@ -237,7 +247,7 @@ def test_gunicorn_multiprocess_mode_adds_up_every_worker(tmp_path: Path) -> None
                 )
             assert [status for status, _, _ in good] == [200] * 60
             assert [status for status, _, _ in bad] == [401] * 10
-            pids = {pid for _, pid, _ in good + bad}
+            pids |= {pid for _, pid, _ in good + bad}
             _, _, text = fetch(base + "/metrics", {})
     finally:
         dispose(app, db)
